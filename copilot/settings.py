@@ -94,7 +94,7 @@ class IndexSettings(_Strict):
 
 
 class ObjectionSettings(_Strict):
-    min_similarity: float = Field(0.45, ge=0, le=1)
+    min_similarity: float = Field(0.5, ge=0, le=1)
     min_margin: float = Field(0.05, ge=0, le=1)
     min_chars: int = Field(12, ge=1)
 
@@ -196,7 +196,9 @@ def _explain(exc: ValidationError, source: str) -> str:
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
-            problems.append(f"unknown key '{where}' (check its spelling against configs/default.yaml)")
+            problems.append(
+                f"unknown key '{where}' (check its spelling against configs/default.yaml)"
+            )
         else:
             problems.append(f"'{where}': {err['msg']}")
     return f"invalid {source}: " + "; ".join(problems)
@@ -209,11 +211,18 @@ def default_data_dir() -> Path:
 def load_settings(config_file: Path | None = None, data_dir: Path | None = None) -> Settings:
     """Build the settings from the defaults, a config file and the data-dir override."""
     raw = _read_yaml(DEFAULT_CONFIG) if DEFAULT_CONFIG.exists() else {}
-    config_file = config_file or (Path(os.environ["COPILOT_CONFIG"]) if os.environ.get("COPILOT_CONFIG") else None)
+    config_file = config_file or (
+        Path(os.environ["COPILOT_CONFIG"]) if os.environ.get("COPILOT_CONFIG") else None
+    )
     if config_file is not None:
         raw = _deep_merge(raw, _read_yaml(Path(config_file)))
 
-    chosen = data_dir or os.environ.get("COPILOT_DATA_DIR") or raw.pop("data_dir", None) or default_data_dir()
+    chosen = (
+        data_dir
+        or os.environ.get("COPILOT_DATA_DIR")
+        or raw.pop("data_dir", None)
+        or default_data_dir()
+    )
     raw.pop("data_dir", None)
     resolved = Path(chosen).expanduser().resolve()
     if resolved == REPO_ROOT or REPO_ROOT in resolved.parents:

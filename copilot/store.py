@@ -194,7 +194,9 @@ class Store:
 
     def turns(self, call_id: str) -> list[Turn]:
         with self.session() as s:
-            rows = s.scalars(select(TurnRow).where(TurnRow.call_id == call_id).order_by(TurnRow.idx))
+            rows = s.scalars(
+                select(TurnRow).where(TurnRow.call_id == call_id).order_by(TurnRow.idx)
+            )
             return [_turn(t) for t in rows]
 
     def existing_call_ids(self, call_ids: Iterable[str]) -> set[str]:
@@ -229,9 +231,18 @@ class Store:
             turns = s.scalar(select(func.count()).select_from(TurnRow)) or 0
             minutes = (s.scalar(select(func.sum(CallRow.duration_s))) or 0.0) / 60
             by_type = Counter(
-                dict(s.execute(select(ObjectionRow.type, func.count()).group_by(ObjectionRow.type)).all())
+                dict(
+                    s.execute(
+                        select(ObjectionRow.type, func.count()).group_by(ObjectionRow.type)
+                    ).all()
+                )
             )
-        return {"calls": calls, "turns": turns, "minutes": round(minutes, 2), "objections": dict(by_type)}
+        return {
+            "calls": calls,
+            "turns": turns,
+            "minutes": round(minutes, 2),
+            "objections": dict(by_type),
+        }
 
 
 def _turn(row: TurnRow) -> Turn:

@@ -1,0 +1,144 @@
+"""The API's request and response bodies (they are what /docs shows)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from copilot.schemas import CallRecord, Citation
+from serve.service import Answer
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+class _Request(BaseModel):
+    # A misspelt optional field would otherwise be dropped without a word.
+    model_config = ConfigDict(extra="forbid")
+
+
+class ObjectionRequest(_Request):
+    text: str = Field(description="What the customer said.", max_length=4000)
+    account_id: str | None = Field(None, description="Account the call is about.")
+    adapter: str | None = Field(None, description="Adapter name; omitted = the promoted one.")
+
+    @field_validator("text")
+    @classmethod
+    def _text_not_blank(cls, value: str) -> str:
+        return _not_blank(value)
+
+
+class ChatMessage(_Request):
+    role: Literal["user", "assistant", "system"]
+    content: str = Field(max_length=8000)
+
+
+class ChatRequest(_Request):
+    messages: list[ChatMessage] = Field(min_length=1, max_length=64)
+    account_id: str | None = None
+
+    @field_validator("messages")
+    @classmethod
+    def _has_user_message(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
+        if not any(m.role == "user" and m.content.strip() for m in messages):
+            raise ValueError("must include at least one non-empty message with role 'user'")
+        return messages
+
+
+class CitationOut(BaseModel):
+    call_id: str
+    start: float = Field(description="Seconds from the start of the call.")
+    end: float
+    text: str
+    outcome: str | None = None
+    score: float | None = None
+
+    @classmethod
+    def of(cls, citation: Citation) -> CitationOut:
+        return cls(
+            call_id=citation.call_id,
+            start=citation.start,
+            end=citation.end,
+            text=citation.text,
+            outcome=citation.outcome,
+            score=citation.score,
+        )
+
+
+class AnswerOut(BaseModel):
+    reply: str
+    adapter: str = Field(description='Adapter that answered, or "base".')
+    citations: list[CitationOut]
+
+    @classmethod
+    def of(cls, answer: Answer) -> AnswerOut:
+        return cls(
+            reply=answer.reply,
+            adapter=answer.adapter,
+            citations=[CitationOut.of(c) for c in answer.citations],
+        )
+
+
+class TurnOut(BaseModel):
+    speaker: str
+    start: float
+    end: float
+    text: str
+
+
+class CallSummary(BaseModel):
+    call_id: str
+    outcome: str | None
+    account_id: str | None
+    rep_id: str | None = None
+    deal_id: str | None = None
+    date: str | None = None
+    duration_s: float | None
+    source_kind: str
+    language: str | None = None
+
+    @classmethod
+    def of(cls, record: CallRecord) -> CallSummary:
+        return cls(
+            call_id=record.call_id,
+            outcome=record.outcome,
+            account_id=record.account_id,
+            rep_id=record.rep_id,
+            deal_id=record.deal_id,
+            date=record.date,
+            duration_s=record.duration_s,
+            source_kind=record.source_kind,
+            language=record.language,
+        )
+
+
+class CallDetail(CallSummary):
+    turns: list[TurnOut]
+
+    @classmethod
+    def of(cls, record: CallRecord) -> CallDetail:
+        summary = CallSummary.of(record).model_dump()
+        turns = [
+            TurnOut(speaker=t.speaker, start=t.start, end=t.end, text=t.text) for t in record.turns
+        ]
+        return cls(**summary, turns=turns)
+
+
+class FailedInput(BaseModel):
+    input: str = Field(description="The uploaded file's name.")
+    reason: str
+
+
+class IngestOut(BaseModel):
+    stored: list[str] = Field(description="Call ids newly stored.")
+    unchanged: list[str] = Field(description="Call ids whose content was already ingested.")
+    failed: list[FailedInput]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    calls: int

@@ -1,0 +1,22 @@
+"""Run the API and the UI in one uvicorn process (``copilot serve``)."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from copilot.settings import Settings
+from serve.api.app import create_app
+from serve.service import CopilotService
+
+logger = logging.getLogger(__name__)
+
+
+def run_server(settings: Settings, host: str | None = None, port: int | None = None) -> None:
+    """Serve until interrupted; ``host``/``port`` default to ``serve.host``/``serve.port``."""
+    host = host or settings.serve.host
+    port = port or settings.serve.port
+    app = create_app(CopilotService(settings))
+    logger.info("serving on http://%s:%d (API docs at /docs, UI at /ui)", host, port)
+    uvicorn.run(app, host=host, port=port, log_level="info", reload=False)

@@ -1,0 +1,252 @@
+"""The one application facade that the CLI, the HTTP routes and the UI all call.
+
+It owns the long-lived pieces (store, index, transcriber, generator) and loads
+each model lazily, once per process, so `copilot status` never loads a model.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from copilot.errors import InputError, StateError
+from copilot.objections import TYPES
+from copilot.prompts import SYSTEM_PROMPT
+from copilot.schemas import CallRecord, Citation, Objection
+from copilot.settings import Settings, resolve_model_path
+from copilot.store import Store
+from rag.ingest import IngestReport
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Answer", "CopilotService", "IngestReport"]
+
+MAX_REFERENCES = 2
+
+
+@dataclass
+class Answer:
+    reply: str
+    adapter: str  # adapter name, or "base" for the base model
+    citations: list[Citation]
+
+
+class CopilotService:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(settings.db_path)
+        self._lock = threading.Lock()
+        self._index = None
+        self._generator = None
+        self._ingestor = None
+
+    # --- lazily built pieces -----------------------------------------------
+
+    @property
+    def index(self):
+        with self._lock:
+            if self._index is None:
+                from rag.index import ChunkIndex
+
+                self._index = ChunkIndex(self.settings)
+                if self._index.stale:
+                    self._reindex()
+        return self._index
+
+    def _reindex(self) -> None:
+        from rag.chunk import chunk_call
+
+        calls = [self.store.get_call(c.call_id) for c in self.store.list_calls()]
+        total = self._index.replace_calls(
+            {c.call_id: chunk_call(c, self.settings.index, self.settings.outcomes) for c in calls}
+        )
+        logger.info("re-indexed %d calls into %d chunks", len(calls), total)
+
+    @property
+    def generator(self):
+        with self._lock:
+            if self._generator is None:
+                from training.generate import ReplyGenerator
+
+                self._generator = ReplyGenerator(self.settings)
+        return self._generator
+
+    @property
+    def registry(self):
+        from training.registry import AdapterRegistry
+
+        return AdapterRegistry(self.settings.adapters_dir)
+
+    @property
+    def ingestor(self):
+        if self._ingestor is None:
+            from rag.ingest import Ingestor
+            from rag.transcribe import WhisperTranscriber
+
+            self._ingestor = Ingestor(
+                self.settings, self.store, self.index, lambda: WhisperTranscriber(self.settings)
+            )
+        return self._ingestor
+
+    # --- the main job ----------------------------------------------------------
+
+    def ingest(
+        self,
+        paths: list[Path],
+        outcome: str | None = None,
+        account_id: str | None = None,
+        show_progress: bool = False,
+    ) -> IngestReport:
+        """Ingest audio files, transcripts and call folders; bad inputs are reported, the rest stored."""
+        overrides = {"outcome": outcome, "account_id": account_id}
+        return self.ingestor.run([Path(p) for p in paths], overrides, show_progress=show_progress)
+
+    def mine_objections(self) -> dict[str, int]:
+        """Detect objections in every stored call, store them, return counts by type."""
+        from rag.mine import mine_store
+
+        if not self.store.counts()["calls"]:
+            raise StateError("no calls are stored yet; run `copilot ingest PATH` first")
+        objections, labels = mine_store(self.settings, self.store, self.index.embedder)
+        self.store.replace_objections(objections)
+        self.index.label_objections(labels)
+        return dict(Counter(o.type for o in objections))
+
+    def objections(self) -> list[Objection]:
+        return self.store.objections()
+
+    def train(
+        self, overrides: dict[str, Any] | None = None, max_steps: int | None = None, progress=None
+    ):
+        """Fine-tune a LoRA adapter on the stored objections; returns a training.trainer.TrainingRun."""
+        from training.trainer import train_adapter
+
+        settings = self.settings.with_training(overrides or {})
+        objections = self.store.objections()
+        if not objections:
+            raise StateError(
+                "no objections are stored; run `copilot objections` after ingesting calls"
+            )
+        return train_adapter(
+            settings, objections, max_steps=max_steps, author=_author(), progress=progress
+        )
+
+    def search(
+        self,
+        query: str,
+        k: int | None = None,
+        outcome: str | None = None,
+        objection: str | None = None,
+        account_id: str | None = None,
+    ) -> list[Citation]:
+        from rag.retrieve import retrieve
+
+        _require_text(query, "query")
+        if objection is not None and objection not in TYPES:
+            raise InputError(f"unknown objection type '{objection}'; use one of {', '.join(TYPES)}")
+        return retrieve(
+            self.index,
+            query,
+            k or self.settings.index.top_k,
+            outcome=outcome,
+            objection=objection,
+            account_id=account_id,
+        )
+
+    def ask(self, text: str, account_id: str | None = None, adapter: str | None = None) -> Answer:
+        """A suggested reply to a customer objection, with the won-call excerpts it drew on."""
+        from rag.retrieve import references
+
+        _require_text(text, "text")
+        chosen = self.registry.resolve(adapter)
+        hits = references(self.index, text, self.settings.index.top_k, account_id=account_id)
+        replies = [reply for _, reply in hits if reply][:MAX_REFERENCES]
+        reply = self.generator.reply(text, replies, chosen)
+        return Answer(
+            reply=reply, adapter=chosen.name if chosen else "base", citations=[c for c, _ in hits]
+        )
+
+    def chat(self, messages: list[dict[str, str]], account_id: str | None = None) -> Answer:
+        """A chat answer grounded in retrieved call excerpts; client system messages are not trusted."""
+        from rag.retrieve import references
+
+        turns = [
+            m
+            for m in messages
+            if m.get("role") in {"user", "assistant"} and str(m.get("content", "")).strip()
+        ]
+        if not turns or turns[-1]["role"] != "user":
+            raise InputError("messages must end with a non-empty 'user' message")
+        if len(turns) != len(messages):
+            logger.warning(
+                "chat: dropped %d system or empty messages from the client",
+                len(messages) - len(turns),
+            )
+        hits = references(
+            self.index, turns[-1]["content"], self.settings.index.top_k, account_id=account_id
+        )
+        excerpts = "\n".join(f"<<{c.text}>>" for c, _ in hits[:MAX_REFERENCES])
+        system = SYSTEM_PROMPT + (f"\nCall excerpts (quoted data):\n{excerpts}" if excerpts else "")
+        reply = self.generator.chat([{"role": "system", "content": system}, *turns])
+        return Answer(reply=reply, adapter="base", citations=[c for c, _ in hits])
+
+    # --- inspection --------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """calls, turns, chunks (ints), objections (counts by type), adapters (names), models (role -> model)."""
+        counts = self.store.counts()
+        adapters = self.registry.list()
+        promoted = next((a.name for a in adapters if a.promoted), None)
+        return {
+            "data_dir": str(self.settings.data_dir),
+            "calls": counts["calls"],
+            "turns": counts["turns"],
+            "chunks": self._chunk_count(),
+            "minutes": counts["minutes"],
+            "objections": counts["objections"],
+            "adapters": [a.name for a in adapters],
+            "promoted_adapter": promoted,
+            "models": self.models(),
+        }
+
+    def _chunk_count(self) -> int:
+        if self._index is None and not self.settings.chroma_dir.exists():
+            return 0
+        return self.index.count()
+
+    def models(self) -> dict[str, str]:
+        models = {}
+        for role in ("transcriber", "embedder", "generator"):
+            try:
+                models[role] = str(
+                    resolve_model_path(role, getattr(self.settings.models, role).path)
+                )
+            except Exception as exc:  # status must report a missing model, not fail on it
+                models[role] = f"missing: {exc}"
+        return models
+
+    def transcript(self, call_id: str) -> CallRecord:
+        return self.store.get_call(call_id)
+
+    def list_calls(self) -> list[CallRecord]:
+        return self.store.list_calls()
+
+
+def _require_text(value: str | None, name: str) -> None:
+    if value is None or not str(value).strip():
+        raise InputError(
+            f"'{name}' is empty; pass the customer's words, e.g. \"it's too expensive\""
+        )
+
+
+def _author() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in some containers
+        return "unknown"

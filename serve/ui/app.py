@@ -1,0 +1,43 @@
+"""The managers' Gradio UI, mounted into the FastAPI app at ``/ui``."""
+
+from __future__ import annotations
+
+import os
+
+# Some of gradio's telemetry calls read only this variable, not the Blocks flag,
+# so it is set before gradio is imported. A self-hosted copilot phones no one.
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+
+import gradio as gr  # noqa: E402
+from fastapi import FastAPI  # noqa: E402
+
+from serve.service import CopilotService  # noqa: E402
+from serve.ui.calls import create_calls_tab  # noqa: E402
+from serve.ui.playground import create_playground_tab  # noqa: E402
+
+
+def create_ui(service: CopilotService) -> gr.Blocks:
+    """The UI's tabs over ``service``; every callback calls the facade."""
+    with gr.Blocks(title="Sales copilot", analytics_enabled=False) as demo:
+        gr.Markdown("# Sales copilot")
+        with gr.Tabs():
+            with gr.Tab("Calls"):
+                create_calls_tab(demo, service)
+            with gr.Tab("Objection playground"):
+                create_playground_tab(service)
+    return demo
+
+
+def mount_ui(app: FastAPI, service: CopilotService, path: str = "/ui") -> FastAPI:
+    """Mount the UI into ``app`` at ``path`` (server-side rendering and MCP off)."""
+    return gr.mount_gradio_app(
+        app,
+        create_ui(service),
+        path=path,
+        ssr_mode=False,
+        mcp_server=False,
+        # Only gr.Error messages (ours, written for people) reach the browser.
+        show_error=False,
+        footer_links=["api"],
+        max_file_size=f"{int(service.settings.serve.max_upload_mb)}mb",
+    )

@@ -1,0 +1,188 @@
+"""In-process generation with the base model and any registered LoRA adapter.
+
+    generator = ReplyGenerator(settings)
+    generator.reply("Your price is too high.", references=[...], adapter=registry.resolve(None))
+
+The base loads once; each adapter loads once into one peft model and is then
+switched by name. peft's active adapter is state of the whole model, so every
+generation holds one lock: requests are served one at a time per process.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+from copilot.errors import InputError
+from copilot.prompts import objection_messages
+from copilot.settings import Settings
+from training.model import base_model_id, load_base
+from training.registry import AdapterInfo
+
+logger = logging.getLogger(__name__)
+
+# A line (or sentence) that opens another speaker's turn ends the reply: small
+# models like to continue the dialogue by themselves.
+_SPEAKER = (
+    r"customer|client|prospect|buyer|user|rep|agent|seller|salesperson|sales rep|"
+    r"assistant|persuader|persuadee|kunde|cliente|客户|顾客|销售"
+)
+_NEXT_TURN = re.compile(
+    rf"(?:^|(?<=[\s.!?。！？]))(?:{_SPEAKER})\s*[:：]", re.IGNORECASE | re.MULTILINE
+)
+_OWN_LABEL = re.compile(
+    r"^\s*(?:rep|agent|assistant|salesperson|sales rep|销售)\s*[:：]\s*", re.IGNORECASE
+)
+_ROLES = {"system", "user", "assistant"}
+
+
+def clean_reply(text: str) -> str:
+    """Drop a leading "Rep:" label and cut at the first other speaker's turn."""
+    text = _OWN_LABEL.sub("", text.strip(), count=1)
+    match = _NEXT_TURN.search(text)
+    if match:
+        text = text[: match.start()]
+    return text.strip()
+
+
+@dataclass
+class _Slot:
+    """The mutable model state for one base model, shared by every generator in the process."""
+
+    model: Any
+    tokenizer: Any
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    peft: Any = None  # the PeftModel wrapping ``model`` in place, once an adapter is loaded
+    adapters: dict[str, str] = field(default_factory=dict)  # name -> created_at loaded
+
+
+_slots: dict[str, _Slot] = {}
+_slots_lock = threading.Lock()
+
+
+class ReplyGenerator:
+    """Replies and chat from the base model or an adapter; cheap to create, loads lazily.
+
+    Generators for the same base model share one model and one lock, because
+    loading an adapter changes the shared model in place.
+    """
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.base_model = base_model_id(settings)
+        self.last_tokens_per_s: float | None = None
+
+    def _slot(self) -> _Slot:
+        with _slots_lock:
+            if self.base_model not in _slots:
+                model, tokenizer = load_base(self.settings)
+                _slots[self.base_model] = _Slot(model, tokenizer)
+            return _slots[self.base_model]
+
+    def reply(
+        self, objection: str, references: Sequence[str] = (), adapter: AdapterInfo | None = None
+    ) -> str:
+        """The rep's next reply to ``objection``, with the training prompt format."""
+        if not objection or not objection.strip():
+            raise InputError("the objection text is empty; pass what the customer said")
+        return clean_reply(self._generate(objection_messages(objection, references), adapter))
+
+    def chat(self, messages: list[dict[str, str]], adapter: AdapterInfo | None = None) -> str:
+        """Free chat: ``messages`` are ``{"role": system|user|assistant, "content": str}``."""
+        if not messages:
+            raise InputError("chat needs at least one message")
+        for i, message in enumerate(messages):
+            if (
+                not isinstance(message, dict)
+                or message.get("role") not in _ROLES
+                or not isinstance(message.get("content"), str)
+            ):
+                raise InputError(
+                    f"message {i} must be {{'role': one of {sorted(_ROLES)}, 'content': text}}; "
+                    f"got {message!r}"
+                )
+        return self._generate(messages, adapter).strip()
+
+    def _generate(self, messages: list[dict[str, str]], adapter: AdapterInfo | None) -> str:
+        import torch
+
+        if adapter is not None and adapter.base_model != self.base_model:
+            raise InputError(
+                f"adapter '{adapter.name}' was trained on base model '{adapter.base_model}', "
+                f"but the generator runs '{self.base_model}'; train a new adapter on this base, "
+                "or set training.base_model / models.generator back to the adapter's base"
+            )
+        gen = self.settings.models.generator
+        slot = self._slot()
+        with slot.lock:
+            model = _activate(slot, adapter)
+            tokenizer = slot.tokenizer
+            prompt = tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=False
+            )
+            inputs = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")
+            sampling = (
+                {"do_sample": True, "temperature": gen.temperature}
+                if gen.temperature > 0
+                else {"do_sample": False}
+            )
+            off = (
+                slot.peft.disable_adapter()
+                if adapter is None and slot.peft is not None
+                else nullcontext()
+            )
+            started = time.perf_counter()
+            with torch.no_grad(), off:
+                output = model.generate(
+                    **inputs,
+                    max_new_tokens=gen.max_new_tokens,
+                    eos_token_id=tokenizer.eos_token_id,
+                    pad_token_id=tokenizer.pad_token_id,
+                    top_p=None,
+                    top_k=None,
+                    **sampling,
+                )
+            new_tokens = output[0, inputs["input_ids"].shape[1] :]
+            elapsed = time.perf_counter() - started
+        self.last_tokens_per_s = len(new_tokens) / elapsed if elapsed > 0 else None
+        logger.debug(
+            "generated %d tokens in %.2f s with %s",
+            len(new_tokens),
+            elapsed,
+            adapter.name if adapter else "the base model",
+        )
+        return tokenizer.decode(new_tokens, skip_special_tokens=True)
+
+
+def _activate(slot: _Slot, adapter: AdapterInfo | None) -> Any:
+    """The model to generate with, ``adapter`` made active. The caller holds ``slot.lock``."""
+    from peft import PeftModel
+
+    if adapter is None:
+        return slot.peft if slot.peft is not None else slot.model
+
+    loaded = slot.adapters.get(adapter.name)
+    if loaded is not None and loaded != adapter.created_at:
+        # Same name, another training run (its folder was replaced): load the new weights.
+        slot.peft.delete_adapter(adapter.name)
+        del slot.adapters[adapter.name]
+        loaded = None
+    if loaded is None:
+        started = time.perf_counter()
+        if slot.peft is None:
+            slot.peft = PeftModel.from_pretrained(
+                slot.model, adapter.path, adapter_name=adapter.name
+            )
+            slot.peft.eval()
+        else:
+            slot.peft.load_adapter(adapter.path, adapter_name=adapter.name)
+        slot.adapters[adapter.name] = adapter.created_at
+        logger.info("loaded adapter %s in %.2f s", adapter.name, time.perf_counter() - started)
+    slot.peft.set_adapter(adapter.name, inference_mode=True)
+    return slot.peft
