@@ -45,24 +45,47 @@ def _union(intervals: Iterable[tuple[float, float]]) -> list[tuple[float, float]
     return [(a, b) for a, b in merged]
 
 
+def _spans(turns: list[Turn], speaker: str | None) -> list[tuple[float, float]]:
+    return _union((t.start, t.end) for t in turns if speaker in (None, t.speaker))
+
+
+def _overlap(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> float:
+    return sum(
+        max(0.0, min(a_end, b_end) - max(a_start, b_start))
+        for a_start, a_end in a
+        for b_start, b_end in b
+    )
+
+
 def speaker_time_accuracy(reference: list[Turn], hypothesis: list[Turn]) -> float:
     """Share of the reference's speech time that hypothesis turns of the same speaker cover.
 
     1.0 means every second a party speaks in the reference lies inside one of
-    that party's hypothesis turns. It is recall-like: a hypothesis that gave
-    every second to both speakers would also score 1.0, so read it beside the
-    reverse call, ``speaker_time_accuracy(hypothesis, reference)``, which is
-    the share of hypothesis time the reference confirms (hypothesis turns span
-    short pauses, so that figure sits somewhat lower even when labels are right).
+    that party's hypothesis turns. It mixes two errors: speech the hypothesis
+    missed (no turn at all) and speech given to the wrong party;
+    ``speaker_attribution`` separates the second. It is recall-like: a
+    hypothesis that gave every second to both speakers would also score 1.0,
+    so read it beside the reverse call, ``speaker_time_accuracy(hypothesis,
+    reference)``, the share of hypothesis time the reference confirms.
     """
-    total = covered = 0.0
-    for speaker in {t.speaker for t in reference}:
-        ref_spans = _union((t.start, t.end) for t in reference if t.speaker == speaker)
-        hyp_spans = _union((t.start, t.end) for t in hypothesis if t.speaker == speaker)
-        total += sum(end - start for start, end in ref_spans)
-        for r_start, r_end in ref_spans:
-            for h_start, h_end in hyp_spans:
-                covered += max(0.0, min(r_end, h_end) - max(r_start, h_start))
+    speakers = {t.speaker for t in reference}
+    # Per speaker, so crosstalk counts once for each party talking.
+    total = sum(end - start for s in speakers for start, end in _spans(reference, s))
     if total <= 0:
         raise ValueError("the reference turns hold no speech time; the accuracy is undefined")
+    covered = sum(_overlap(_spans(reference, s), _spans(hypothesis, s)) for s in speakers)
     return covered / total
+
+
+def speaker_attribution(reference: list[Turn], hypothesis: list[Turn]) -> float:
+    """Of the reference speech time that any hypothesis turn covers, the share it labels right.
+
+    Unlike ``speaker_time_accuracy`` it ignores speech the transcriber missed, so
+    it measures the speaker assignment alone (channel mapping, mono heuristic).
+    """
+    anyone = _overlap(_spans(reference, None), _spans(hypothesis, None))
+    if anyone <= 0:
+        raise ValueError("the hypothesis covers none of the reference speech; nothing to judge")
+    speakers = {t.speaker for t in reference}
+    right = sum(_overlap(_spans(reference, s), _spans(hypothesis, s)) for s in speakers)
+    return min(1.0, right / anyone)

@@ -194,12 +194,8 @@ def parse_csv_folder(folder: Path) -> list[ParsedCall]:
         for row in reader:
             rows_by_call[row["conversation_id"]].append(row)
 
-    calls = []
+    calls, rescaled = [], 0
     for call_id, rows in rows_by_call.items():
-        turns = _csv_turns(rows, f"{folder}:{call_id}")
-        if not turns:
-            logger.warning("%s: conversation %s has no usable messages; skipped", folder, call_id)
-            continue
         info = outcomes.get(call_id, {})
         meta: dict[str, Any] = {"outcome": (info.get("outcome") or None)}
         if info.get("duration_seconds"):
@@ -212,8 +208,41 @@ def parse_csv_folder(folder: Path) -> list[ParsedCall]:
                     info["duration_seconds"],
                     call_id,
                 )
+        turns = _csv_turns(rows, f"{folder}:{call_id}")
+        if not turns:
+            logger.warning("%s: conversation %s has no usable messages; skipped", folder, call_id)
+            continue
+        if meta.get("duration_s") and turns[-1].end > RESCALE_ABOVE * meta["duration_s"]:
+            turns = _rescale(turns, meta["duration_s"])
+            rescaled += 1
         calls.append(ParsedCall(call_id=call_id, turns=turns, meta=meta))
+    if rescaled:
+        logger.warning(
+            "%s: message timestamps of %d calls span far more than their duration_seconds; "
+            "their turn times were rescaled to fit the duration",
+            folder,
+            rescaled,
+        )
     return calls
+
+
+# Some exports stamp messages with processing times rather than call offsets; when
+# the stamps span much longer than the recorded duration, keep their order and
+# proportions but fit them into the duration, so citations point near the moment.
+RESCALE_ABOVE = 1.2
+
+
+def _rescale(turns: list[Turn], duration_s: float) -> list[Turn]:
+    factor = duration_s / turns[-1].end
+    return [
+        Turn(
+            t.speaker,
+            round(t.start * factor, 2),
+            round(max(t.end, t.start + 0.1) * factor, 2),
+            t.text,
+        )
+        for t in turns
+    ]
 
 
 def _csv_turns(rows: list[dict[str, str]], source: str) -> list[Turn]:

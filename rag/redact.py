@@ -1,6 +1,6 @@
 """Personal data out of text before it is indexed or trained on.
 
-Patterns, not names: phone numbers, e-mail addresses, payment card numbers
+Patterns, not names (script-neutral: digits next to Chinese characters still count): phone numbers, e-mail addresses, payment card numbers
 (Luhn-checked, so order numbers and prices survive) and long ID-like digit runs.
 Each match becomes a tag such as ``[PHONE]``, the same shape the insurance
 corpus already uses, so downstream code treats both alike.
@@ -13,9 +13,9 @@ import re
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _CARD = re.compile(r"(?<!\d)(?:\d[ -]?){13,19}(?!\d)")
 _PHONE = re.compile(
-    r"(?<![\w])(?:\+?\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?)?\d{3,4}[ .-]?\d{3,4}(?:[ .-]?\d{2,4})?(?!\d)"
+    r"(?<![A-Za-z0-9])(?:\+?\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?)?\d{3,4}[ .-]?\d{3,4}(?:[ .-]?\d{2,4})?(?!\d)"
 )
-_ID = re.compile(r"(?<![\w])[A-Z]{0,2}\d{9,18}[0-9Xx]?(?![\w])")
+_ID = re.compile(r"(?<![A-Za-z0-9])[A-Z]{0,2}\d{9,18}[0-9Xx]?(?![A-Za-z0-9])")
 
 
 def _luhn(digits: str) -> bool:

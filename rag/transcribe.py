@@ -12,8 +12,10 @@ Usage::
 
 Stereo recordings (the usual call-recorder export) carry one party per channel;
 ``audio.channels`` in the config says which. Each channel is transcribed on its
-own and the segments of both are merged by start time into turns; consecutive
-segments of one speaker less than ``MERGE_GAP_S`` apart become one turn.
+own; each segment's start and end are then snapped outward to the channel's own
+speech regions (``snap_to_speech``: Whisper's word times sit inside the spoken
+words), and the segments of both channels are merged by start time into turns;
+consecutive segments of one speaker less than ``MERGE_GAP_S`` apart become one turn.
 
 Mono recordings have no channel to tell the parties apart, so the speaker comes
 from a heuristic: segments are grouped into turns, a pause of at least
@@ -32,10 +34,11 @@ ships inside its wheel.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,6 +60,12 @@ MERGE_GAP_S = 1.0  # same-speaker segments closer than this form one turn
 DECODE_SEED = 0
 SPLIT_GAP_S = 0.5  # a silence this long between two words splits a Whisper segment
 MONO_TURN_GAP_S = 0.8  # mono heuristic: a pause this long hands the turn over
+# Speech regions of one channel (Silero VAD), used to snap segment times to the audio:
+# a pause this long ends a region, and each region is padded by this much each side.
+# Small on purpose: faster-whisper's defaults (2 s, 400 ms) suit cutting audio for the
+# decoder, not finding where a word starts and ends.
+REGION_MIN_SILENCE_MS = 200
+REGION_PAD_MS = 50
 
 _UNREADABLE = (
     "is not a readable audio file (wav, mp3, m4a, flac, ogg); check the file or convert it"
@@ -141,6 +150,8 @@ class WhisperTranscriber:
             language = None
             for side, audio in zip(("left", "right"), channels, strict=True):
                 found, detected = self._segments(audio)
+                if found:
+                    found = snap_to_speech(found, speech_regions(audio))
                 segments.extend((roles[side], seg) for seg in found)
                 language = language or (detected if found else None)
             turns = _merge(sorted(segments, key=lambda item: (item[1].start, item[1].end)))
@@ -249,16 +260,59 @@ def _split_at_pauses(piece: Segment) -> list[_Segment]:
     words = [w for w in (piece.words or []) if w.word.strip()]
     if not words:
         text = piece.text.strip()
-        return [_Segment(round(piece.start, 2), round(piece.end, 2), text)] if text else []
+        return [_Segment(_seconds(piece.start), _seconds(piece.end), text)] if text else []
     groups: list[list[Word]] = [[words[0]]]
     for word in words[1:]:
         if word.start - groups[-1][-1].end >= SPLIT_GAP_S:
             groups.append([])
         groups[-1].append(word)
     return [
-        _Segment(round(g[0].start, 2), round(g[-1].end, 2), "".join(w.word for w in g).strip())
+        _Segment(_seconds(g[0].start), _seconds(g[-1].end), "".join(w.word for w in g).strip())
         for g in groups
     ]
+
+
+def speech_regions(audio: np.ndarray) -> list[tuple[float, float]]:
+    """Where ``audio`` (one channel, 16 kHz) holds speech: sorted (start, end) seconds."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    options = VadOptions(min_silence_duration_ms=REGION_MIN_SILENCE_MS, speech_pad_ms=REGION_PAD_MS)
+    chunks = get_speech_timestamps(audio, options, sampling_rate=SAMPLE_RATE)
+    return [(c["start"] / SAMPLE_RATE, c["end"] / SAMPLE_RATE) for c in chunks]
+
+
+def snap_to_speech(segments: list[_Segment], regions: list[tuple[float, float]]) -> list[_Segment]:
+    """One channel's segments, widened to the bounds of the speech regions their words touch.
+
+    Why: Whisper's word times sit ~0.1-0.2 s inside the spoken words (and a one-word
+    reply may get a few hundredths of a second), so turns built from them are shorter
+    than the speech. In a stereo recording the channel holds one party alone, so its
+    own voice activity says when that party speaks; the words say which regions are
+    theirs. A segment only grows (never shrinks), only to regions it overlaps (never
+    into a region holding none of its words), and never past its neighbours on the
+    channel, so snapped segments stay time-ordered and disjoint.
+    ``segments`` are one channel's, sorted by start; ``regions`` sorted and disjoint.
+    """
+    ends = [end for _, end in regions]
+    snapped: list[_Segment] = []
+    for i, seg in enumerate(segments):
+        start, end = seg.start, seg.end
+        # Regions overlapping [seg.start, seg.end]: from the first ending after the start.
+        k = bisect.bisect_right(ends, seg.start)
+        while k < len(regions) and regions[k][0] < seg.end:
+            start, end = min(start, regions[k][0]), max(end, regions[k][1])
+            k += 1
+        floor = snapped[-1].end if snapped else 0.0
+        ceiling = segments[i + 1].start if i + 1 < len(segments) else end
+        start = min(max(start, floor), seg.start)
+        end = max(min(end, ceiling), seg.end)
+        snapped.append(replace(seg, start=_seconds(start), end=_seconds(end)))
+    return snapped
+
+
+def _seconds(value: float) -> float:
+    # faster-whisper hands back numpy floats; turns carry plain ones (JSON, SQLite).
+    return round(float(value), 2)
 
 
 def _same_signal(left: np.ndarray, right: np.ndarray) -> bool:

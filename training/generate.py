@@ -27,28 +27,48 @@ from training.registry import AdapterInfo
 
 logger = logging.getLogger(__name__)
 
-# A line (or sentence) that opens another speaker's turn ends the reply: small
-# models like to continue the dialogue by themselves.
-_SPEAKER = (
-    r"customer|client|prospect|buyer|user|rep|agent|seller|salesperson|sales rep|"
-    r"assistant|persuader|persuadee|kunde|cliente|客户|顾客|销售"
+# Small models like to keep the dialogue going by themselves, or to open by echoing
+# the prompt's "Customer: ..." line. A label that opens another speaker's turn, at
+# the start of a line or after a sentence, marks where the rep's reply ends.
+_OTHERS = r"customer|client|prospect|buyer|user|persuadee|kunde|cliente|客户|顾客"
+_OWN = r"rep|sales rep|salesperson|seller|agent|assistant|persuader|销售"
+_LABEL = re.compile(
+    rf"(?:^|(?<=[.!?。！？]))\s*(?P<who>{_OTHERS}|{_OWN})\s*[:：]\s*",
+    re.IGNORECASE,
 )
-_NEXT_TURN = re.compile(
-    rf"(?:^|(?<=[\s.!?。！？]))(?:{_SPEAKER})\s*[:：]", re.IGNORECASE | re.MULTILINE
-)
-_OWN_LABEL = re.compile(
-    r"^\s*(?:rep|agent|assistant|salesperson|sales rep|销售)\s*[:：]\s*", re.IGNORECASE
-)
+_OWN_NAMES = re.compile(rf"^(?:{_OWN})$", re.IGNORECASE)
 _ROLES = {"system", "user", "assistant"}
 
 
 def clean_reply(text: str) -> str:
-    """Drop a leading "Rep:" label and cut at the first other speaker's turn."""
-    text = _OWN_LABEL.sub("", text.strip(), count=1)
-    match = _NEXT_TURN.search(text)
-    if match:
-        text = text[: match.start()]
-    return text.strip()
+    """The rep's reply from raw model output.
+
+    A leading rep label ("Rep:") is dropped; leading lines that echo another
+    speaker are skipped; the reply ends where another speaker's turn begins.
+    When every line carries another speaker's label, the first line is kept
+    without its label.
+    """
+    kept: list[str] = []
+    for line in text.strip().splitlines():
+        match = _LABEL.match(line)
+        if match and not _OWN_NAMES.match(match["who"]):
+            if any(k.strip() for k in kept):
+                break
+            continue  # an echo of the prompt's customer line before the reply starts
+        if match:
+            line = line[match.end() :]
+        later = next((m for m in _LABEL.finditer(line, 1) if not _OWN_NAMES.match(m["who"])), None)
+        if later is not None:
+            kept.append(line[: later.start()])
+            break
+        kept.append(line)
+    reply = "\n".join(kept).strip()
+    if not reply:
+        # Every line was labelled as another speaker: the model wrote its reply under
+        # the wrong label. Its first line, label removed, beats an empty answer.
+        first = next((line for line in text.strip().splitlines() if line.strip()), "")
+        reply = clean_reply(_LABEL.sub("", first, count=1)) if _LABEL.match(first) else ""
+    return reply
 
 
 @dataclass
@@ -81,7 +101,9 @@ class ReplyGenerator:
     def _slot(self) -> _Slot:
         with _slots_lock:
             if self.base_model not in _slots:
-                model, tokenizer = load_base(self.settings)
+                # A private copy: loading an adapter wraps the model in place, and
+                # the shared load_base() model must stay the plain base for others.
+                model, tokenizer = load_base(self.settings, fresh=True)
                 _slots[self.base_model] = _Slot(model, tokenizer)
             return _slots[self.base_model]
 

@@ -5,14 +5,14 @@ Run from the repository root::
     .venv/bin/python data/sample/make_sample.py
 
 Needs ``espeak-ng`` and ``sox`` on the PATH. Each line of a script is spoken by
-espeak-ng in its speaker's voice, resampled to 8 kHz (telephone rate), trimmed
-of leading and trailing silence and placed on its party's channel of a stereo
-FLAC: the rep on the left, the customer on the right, each channel silent while
-the other party talks. The sidecar's turns are the reference (where each line
-actually sits in the audio), for evaluation only: ingest must transcribe the
-audio, never read the sidecar's text.
+espeak-ng in its speaker's voice, resampled to 8 kHz (telephone rate) without
+dither, trimmed of leading and trailing silence and placed on its party's
+channel of a stereo FLAC: the rep on the left, the customer on the right, each
+channel silent while the other party talks. The sidecar's turns are the
+reference (where each line actually sits in the audio), for evaluation only:
+ingest must transcribe the audio, never read the sidecar's text.
 
-The output is byte-identical for one espeak-ng version (1.51 wrote the files in
+Without dither (sox ``-D``) the output is byte-identical for one espeak-ng version (1.51 wrote the files in
 this folder); another version may shift the times by a few milliseconds.
 """
 
@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 RATE = 8000
 GAP_S = 0.45  # pause between two lines
 LEAD_S = 0.3  # silence before the first line and after the last
-VOICES = {"rep": "en-us+m3", "customer": "en-gb+f3"}  # two clearly different voices
+VOICES = {"rep": "en-us", "customer": "en-gb+f3"}  # two clearly different voices
 SPEED_WPM = 165
 SILENCE = 1e-3  # |sample| below this counts as silence when trimming
 
@@ -54,15 +54,27 @@ CALLS = [
         rep_id="rep-dana",
         date="2025-02-11",
         lines=[
-            ("rep", "Hi Morgan, this is Dana from Northwind Cover, calling about the fleet "
-                    "insurance quote we sent last week. Do you have a minute?"),
-            ("customer", "Sure. Honestly, the price is too high. It is about fifteen percent "
-                         "more than we pay now."),
-            ("rep", "I understand. Our quote includes roadside assistance and a lower "
-                    "deductible, so one claim saves more than the difference."),
+            (
+                "rep",
+                "Hi Morgan, this is Dana from Northwind Cover, calling about the fleet "
+                "insurance quote we sent last week. Do you have a minute?",
+            ),
+            (
+                "customer",
+                "Sure. Honestly, the price is too high. It is about fifteen percent "
+                "more than we pay now.",
+            ),
+            (
+                "rep",
+                "I understand. Our quote includes roadside assistance and a lower "
+                "deductible, so one claim saves more than the difference.",
+            ),
             ("customer", "Harbor Mutual offered us a cheaper plan, though."),
-            ("rep", "Their plan leaves out rental vehicles. With that cover added, we come "
-                    "out at about the same price."),
+            (
+                "rep",
+                "Their plan leaves out rental vehicles. With that cover added, we come "
+                "out at about the same price.",
+            ),
             ("customer", "That is fair. Send me the contract and we will sign this week."),
             ("rep", "Great, I will email it today. Thank you, Morgan."),
         ],
@@ -74,8 +86,11 @@ CALLS = [
         rep_id="rep-dana",
         date="2025-02-13",
         lines=[
-            ("rep", "Good morning Alex, this is Dana from Northwind Cover. I am following up "
-                    "on the liability cover for your warehouses."),
+            (
+                "rep",
+                "Good morning Alex, this is Dana from Northwind Cover. I am following up "
+                "on the liability cover for your warehouses.",
+            ),
             ("customer", "Thanks, but the timing is bad. Our budget is frozen until next year."),
             ("rep", "I see. We could start with a smaller policy now and extend it at renewal."),
             ("customer", "Even the smaller plan costs more than we can spend right now."),
@@ -93,7 +108,7 @@ def speak(text: str, voice: str, workdir: Path) -> np.ndarray:
     subprocess.run(
         ["espeak-ng", "-v", voice, "-s", str(SPEED_WPM), "-w", str(raw), text], check=True
     )
-    subprocess.run(["sox", str(raw), "-r", str(RATE), "-c", "1", str(resampled)], check=True)
+    subprocess.run(["sox", "-D", str(raw), "-r", str(RATE), "-c", "1", str(resampled)], check=True)
     samples, rate = soundfile.read(resampled, dtype="float32")
     assert rate == RATE
     loud = np.flatnonzero(np.abs(samples) > SILENCE)

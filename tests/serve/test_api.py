@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from fastapi import APIRouter
 from fastapi.testclient import TestClient
 
 from copilot.errors import StateError
-from copilot.settings import Settings
+from copilot.settings import Settings, load_settings
 from serve.api.app import create_app
 from serve.api.routes.calls import upload_names
 from serve.service import CopilotService
-from tests.serve.conftest import client_with_limit, store_call
+from tests.serve.conftest import SAMPLE_TRANSCRIPT, client_with_limit, store_call
 
 
 def assert_error(response, status: int, code: str) -> str:
@@ -225,26 +223,41 @@ def test_upload_names_never_follow_the_client_path(
 
 
 # --- slow: these load the embedder, the generator or whisper ---------------------
+# One service for the whole group: the generator's first load (GGUF dequantisation)
+# is cached under the data dir, so sharing it saves most of the group's time.
 
 
-@pytest.fixture
-def ingested(client: TestClient, transcript_file: Path) -> str:
-    with transcript_file.open("rb") as fh:
-        response = client.post(
+@pytest.fixture(scope="module")
+def slow_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return load_settings(data_dir=tmp_path_factory.mktemp("slow") / "data")
+
+
+@pytest.fixture(scope="module")
+def slow_client(slow_settings: Settings):
+    app = create_app(CopilotService(slow_settings), with_ui=False)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def ingested(slow_client: TestClient, tmp_path_factory: pytest.TempPathFactory) -> str:
+    transcript = tmp_path_factory.mktemp("inputs") / "northwind-renewal.txt"
+    transcript.write_text(SAMPLE_TRANSCRIPT, encoding="utf-8")
+    with transcript.open("rb") as fh:
+        response = slow_client.post(
             "/v1/calls",
-            files={"file": (transcript_file.name, fh, "text/plain")},
+            files={"file": (transcript.name, fh, "text/plain")},
             data={"outcome": "won", "account_id": "acct-northwind"},
         )
     assert response.status_code == 201, response.text
     body = response.json()
-    assert body["failed"] == [] and body["unchanged"] == []
-    assert body["stored"] == ["northwind-renewal"]
+    assert body == {"stored": ["northwind-renewal"], "unchanged": [], "failed": []}
     return body["stored"][0]
 
 
 @pytest.mark.slow
-def test_uploaded_transcript_shows_its_turns(client: TestClient, ingested: str) -> None:
-    call = client.get(f"/v1/calls/{ingested}").json()
+def test_uploaded_transcript_shows_its_turns(slow_client: TestClient, ingested: str) -> None:
+    call = slow_client.get(f"/v1/calls/{ingested}").json()
     assert call["call_id"] == ingested
     assert call["outcome"] == "won"
     assert call["account_id"] == "acct-northwind"
@@ -254,16 +267,16 @@ def test_uploaded_transcript_shows_its_turns(client: TestClient, ingested: str) 
     assert "expensive" in call["turns"][1]["text"]
     assert all(t["end"] >= t["start"] for t in call["turns"])
 
-    listed = client.get("/v1/calls").json()
-    assert [c["call_id"] for c in listed] == [ingested]
-    assert client.get("/healthz").json()["calls"] == 1
+    listed = slow_client.get("/v1/calls").json()
+    assert ingested in [c["call_id"] for c in listed]
+    assert slow_client.get("/healthz").json()["calls"] >= 1
 
 
 @pytest.mark.slow
-def test_reupload_is_unchanged(client: TestClient, ingested: str, transcript_file: Path) -> None:
-    response = client.post(
+def test_reupload_is_unchanged(slow_client: TestClient, ingested: str) -> None:
+    response = slow_client.post(
         "/v1/calls",
-        files={"file": (transcript_file.name, transcript_file.read_bytes(), "text/plain")},
+        files={"file": ("northwind-renewal.txt", SAMPLE_TRANSCRIPT.encode(), "text/plain")},
         data={"outcome": "won", "account_id": "acct-northwind"},
     )
     assert response.status_code == 201, response.text
@@ -271,41 +284,42 @@ def test_reupload_is_unchanged(client: TestClient, ingested: str, transcript_fil
 
 
 @pytest.mark.slow
-def test_answer_cites_stored_calls(client: TestClient, ingested: str) -> None:
-    response = client.post(
+def test_answer_cites_stored_calls(slow_client: TestClient, ingested: str) -> None:
+    response = slow_client.post(
         "/v1/objections/handle", json={"text": "Your price is too expensive for us."}
     )
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["reply"].strip()
     assert body["adapter"] == "base"
     assert body["citations"], "the stored won call should be cited"
     for citation in body["citations"]:
         assert citation["call_id"] == ingested
         assert citation["end"] >= citation["start"]
         assert citation["text"].strip()
+    assert body["reply"].strip(), "an empty suggestion is no help to a rep"
 
 
 @pytest.mark.slow
-def test_chat_answers_with_citations(client: TestClient, ingested: str) -> None:
+def test_chat_answers_with_citations(slow_client: TestClient, ingested: str) -> None:
     body = {
         "messages": [
             {"role": "system", "content": "Be brief."},
             {"role": "user", "content": "The customer says our premium is too expensive."},
         ]
     }
-    response = client.post("/v1/chat", json=body)
+    response = slow_client.post("/v1/chat", json=body)
     assert response.status_code == 200, response.text
     answer = response.json()
     assert answer["reply"].strip()
-    assert {c["call_id"] for c in answer["citations"]} <= {ingested}
+    assert answer["citations"]
+    assert {c["call_id"] for c in answer["citations"]} == {ingested}
 
 
 @pytest.mark.slow
-def test_text_file_named_wav_is_refused(client: TestClient, settings: Settings) -> None:
+def test_text_file_named_wav_is_refused(slow_client: TestClient, slow_settings: Settings) -> None:
     files = {"file": ("call-07.wav", b"Rep: hello\nCustomer: hi\n", "audio/wav")}
-    message = assert_error(client.post("/v1/calls", files=files), 422, "ingest_failed")
+    message = assert_error(slow_client.post("/v1/calls", files=files), 422, "ingest_failed")
     assert message.startswith("call-07.wav: ")
-    assert str(settings.uploads_dir) not in message  # the server path stays private
-    assert not any(p.is_file() for p in settings.uploads_dir.rglob("*"))
-    assert client.get("/v1/calls").json() == []
+    assert str(slow_settings.uploads_dir) not in message  # the server path stays private
+    assert not list(slow_settings.uploads_dir.rglob("call-07*"))
+    assert "call-07" not in [c["call_id"] for c in slow_client.get("/v1/calls").json()]

@@ -40,6 +40,9 @@ def test_mounted_ui_answers_html(service: CopilotService) -> None:
         assert response.status_code == 200
         assert "text/html" in response.headers["content-type"]
         assert "<html" in response.text.lower()
+        config = client.get("/ui/config").json()
+        labels = {c.get("props", {}).get("label") for c in config["components"]}
+        assert {"Call", "Customer says", "Suggested reply", "Adapter used"} <= labels
         # The API still answers beside the mounted UI, in its own error shape.
         assert client.get("/healthz").json()["status"] == "ok"
         assert client.get("/v1/nope").json()["error"]["code"] == "not_found"
