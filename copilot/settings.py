@@ -111,6 +111,7 @@ class TrainingSettings(_Strict):
     max_length: int = Field(256, ge=16)
     eval_fraction: float = Field(0.2, gt=0, lt=1)
     max_eval_examples: int = Field(64, ge=1)
+    min_reply_chars: int = Field(20, ge=0)
     seed: int = 13
     log_every: int = Field(10, ge=1)
 

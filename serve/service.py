@@ -168,6 +168,11 @@ class CopilotService:
         hits = references(self.index, text, self.settings.index.top_k, account_id=account_id)
         replies = [reply for _, reply in hits if reply][:MAX_REFERENCES]
         reply = self.generator.reply(text, replies, chosen)
+        if not reply and replies:
+            # A small model sometimes produces nothing usable after cleaning; the
+            # best-matching reply from a won call is a better answer than none.
+            logger.warning("ask: the model gave no usable reply; answering with the closest won-call reply")
+            reply = replies[0]
         return Answer(
             reply=reply, adapter=chosen.name if chosen else "base", citations=[c for c, _ in hits]
         )

@@ -73,11 +73,21 @@ def build_examples(
     objections: Sequence[Objection], training: TrainingSettings
 ) -> tuple[list[SftExample], list[SftExample], list[str], list[str]]:
     """(train examples, eval examples, train call ids, eval call ids), untokenised."""
-    positives = [
+    answered = [
         o
         for o in objections
         if o.polarity == 1 and o.customer_text.strip() and o.reply_text.strip()
     ]
+    # "Okay." after an objection is a back-channel, not a way of handling it: too
+    # short a reply teaches the model to brush objections off. Characters, not
+    # words, so the rule holds for Chinese too.
+    positives = [o for o in answered if len(o.reply_text.strip()) >= training.min_reply_chars]
+    if len(positives) < len(answered):
+        logger.info(
+            "left out %d replies shorter than %d characters (training.min_reply_chars)",
+            len(answered) - len(positives),
+            training.min_reply_chars,
+        )
     if not positives:
         raise StateError(
             f"no objection/reply pairs from positive-outcome calls among {len(objections)} "

@@ -44,12 +44,17 @@ def clean_reply(text: str) -> str:
     """The rep's reply from raw model output.
 
     A leading rep label ("Rep:") is dropped; leading lines that echo another
-    speaker are skipped; the reply ends where another speaker's turn begins.
+    speaker are skipped; the reply ends where another speaker's turn begins, or
+    at the first blank line.
     When every line carries another speaker's label, the first line is kept
     without its label.
     """
     kept: list[str] = []
     for line in text.strip().splitlines():
+        if not line.strip():
+            if kept:
+                break  # a spoken reply is one paragraph; after a blank line the model rambles on
+            continue
         match = _LABEL.match(line)
         if match and not _OWN_NAMES.match(match["who"]):
             if any(k.strip() for k in kept):

@@ -108,7 +108,7 @@ class AdapterRegistry:
             known = ", ".join(a.name for a in self.list()) or "none yet"
             raise NotFoundError(
                 f"no adapter named '{name}' in {self.adapters_dir} (known: {known}); "
-                "list them with `copilot adapters` or train one with `copilot train`"
+                "`copilot status` lists them; `copilot train` makes a new one"
             )
         return info
 

@@ -59,14 +59,7 @@ class CitationOut(BaseModel):
 
     @classmethod
     def of(cls, citation: Citation) -> CitationOut:
-        return cls(
-            call_id=citation.call_id,
-            start=citation.start,
-            end=citation.end,
-            text=citation.text,
-            outcome=citation.outcome,
-            score=citation.score,
-        )
+        return cls.model_validate(citation, from_attributes=True)
 
 
 class AnswerOut(BaseModel):
@@ -103,17 +96,7 @@ class CallSummary(BaseModel):
 
     @classmethod
     def of(cls, record: CallRecord) -> CallSummary:
-        return cls(
-            call_id=record.call_id,
-            outcome=record.outcome,
-            account_id=record.account_id,
-            rep_id=record.rep_id,
-            deal_id=record.deal_id,
-            date=record.date,
-            duration_s=record.duration_s,
-            source_kind=record.source_kind,
-            language=record.language,
-        )
+        return cls.model_validate(record, from_attributes=True)
 
 
 class CallDetail(CallSummary):

@@ -83,7 +83,7 @@ def test_pointer_to_a_deleted_adapter_falls_back_to_newest(registry):
 def test_unknown_adapter_raises_not_found_naming_it(registry):
     with pytest.raises(NotFoundError, match="no-such-adapter") as info:
         registry.get("no-such-adapter")
-    assert "copilot adapters" in str(info.value)
+    assert "copilot status" in str(info.value)
     with pytest.raises(NotFoundError):
         registry.resolve("no-such-adapter")
     with pytest.raises(NotFoundError):
