@@ -171,7 +171,9 @@ class CopilotService:
         if not reply and replies:
             # A small model sometimes produces nothing usable after cleaning; the
             # best-matching reply from a won call is a better answer than none.
-            logger.warning("ask: the model gave no usable reply; answering with the closest won-call reply")
+            logger.warning(
+                "ask: the model gave no usable reply; answering with the closest won-call reply"
+            )
             reply = replies[0]
         return Answer(
             reply=reply, adapter=chosen.name if chosen else "base", citations=[c for c, _ in hits]

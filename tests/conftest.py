@@ -32,7 +32,9 @@ SLICE_PREFIXES = (
 
 def require_shared_data() -> None:
     if not INSURANCE_CALLS.is_dir():
-        pytest.skip(f"real data not found at {SHARED_DATA} (the ../shared checkout beside the repo)")
+        pytest.skip(
+            f"real data not found at {SHARED_DATA} (the ../shared checkout beside the repo)"
+        )
 
 
 def write_call_slice(folder: Path, prefixes: tuple[str, ...] = SLICE_PREFIXES) -> Path:

@@ -31,7 +31,9 @@ def test_cross_field_rule_on_channels(tmp_path: Path) -> None:
         load_settings(config, data_dir=tmp_path / "d")
 
 
-def test_data_dir_precedence_and_repo_guard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_data_dir_precedence_and_repo_guard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("COPILOT_DATA_DIR", str(tmp_path / "from-env"))
     assert load_settings().data_dir == (tmp_path / "from-env").resolve()
     assert load_settings(data_dir=tmp_path / "flag").data_dir == (tmp_path / "flag").resolve()

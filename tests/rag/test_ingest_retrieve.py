@@ -26,7 +26,11 @@ def test_reingesting_the_same_input_changes_nothing(real_slice_service, tmp_path
     again = real_slice_service.ingest([write_call_slice(tmp_path / "same")])
     assert again.stored == [] and len(again.unchanged) == len(SLICE_PREFIXES)
     after = real_slice_service.status()
-    assert (after["calls"], after["turns"], after["chunks"]) == (before["calls"], before["turns"], before["chunks"])
+    assert (after["calls"], after["turns"], after["chunks"]) == (
+        before["calls"],
+        before["turns"],
+        before["chunks"],
+    )
 
 
 def test_objection_in_new_words_retrieves_a_call_with_that_objection(real_slice_service) -> None:
@@ -41,13 +45,18 @@ def test_filters_restrict_hits(real_slice_service) -> None:
     hits = real_slice_service.search("what would my monthly payment be", k=5, outcome="buy")
     assert hits and {h.outcome for h in hits} == {"buy"}
     price_hits = real_slice_service.search("too expensive", k=5, objection="price")
-    price_chunks = {(o.call_id, o.start) for o in real_slice_service.objections() if o.type == "price"}
+    price_chunks = {
+        (o.call_id, o.start) for o in real_slice_service.objections() if o.type == "price"
+    }
     assert price_hits and all(h.call_id in {c for c, _ in price_chunks} for h in price_hits)
 
 
 def test_one_bad_input_is_reported_and_the_rest_stored(real_slice_service, tmp_path: Path) -> None:
     good = tmp_path / "good-call.txt"
-    good.write_text("Rep: Hi, calling about your renewal.\nCustomer: We went with another vendor.\n", encoding="utf-8")
+    good.write_text(
+        "Rep: Hi, calling about your renewal.\nCustomer: We went with another vendor.\n",
+        encoding="utf-8",
+    )
     fake_audio = tmp_path / "notes.wav"
     fake_audio.write_text("this is text, not audio", encoding="utf-8")
     empty = tmp_path / "empty.txt"

@@ -9,7 +9,9 @@ from tests.conftest import INSURANCE_CALLS, SAMPLE, require_shared_data
 
 
 def test_role_labels_in_english_and_chinese() -> None:
-    turns = parse_speaker_lines("销售：您好，我是张伟。\n客户：价格太贵了。\nRep: Understood.", "inline")
+    turns = parse_speaker_lines(
+        "销售：您好，我是张伟。\n客户：价格太贵了。\nRep: Understood.", "inline"
+    )
     assert [t.speaker for t in turns] == ["rep", "customer", "rep"]
     assert turns[1].text == "价格太贵了。"
     assert turns[0].start == 0.0 and turns[1].start > turns[0].end
@@ -31,11 +33,20 @@ def test_text_without_speaker_lines_names_the_file(tmp_path: Path) -> None:
 
 def test_json_schema_keeps_times_and_metadata(tmp_path: Path) -> None:
     path = tmp_path / "c.json"
-    path.write_text(json.dumps({
-        "call_id": "acme-7", "outcome": "won", "account_id": "acme",
-        "turns": [{"speaker": "rep", "start": 0, "end": 2.5, "text": "Hello"},
-                  {"speaker": "customer", "start": 2.5, "end": 4, "text": "Too pricey."}],
-    }), encoding="utf-8")
+    path.write_text(
+        json.dumps(
+            {
+                "call_id": "acme-7",
+                "outcome": "won",
+                "account_id": "acme",
+                "turns": [
+                    {"speaker": "rep", "start": 0, "end": 2.5, "text": "Hello"},
+                    {"speaker": "customer", "start": 2.5, "end": 4, "text": "Too pricey."},
+                ],
+            }
+        ),
+        encoding="utf-8",
+    )
     call = parse_transcript_file(path)
     assert call.call_id == "acme-7"
     assert call.meta == {"outcome": "won", "account_id": "acme"}
@@ -61,7 +72,11 @@ def test_real_insurance_export_gives_82_calls_with_outcomes() -> None:
     bought = [c for c in calls if c.meta["outcome"] == "buy"]
     assert len(bought) == 1 and bought[0].call_id.startswith("2020-10-01-19-56-16_f05cf021")
     first = bought[0].turns[0]
-    assert first.speaker == "rep" and first.text == "This call may be recorded for quality assurance."
+    assert (
+        first.speaker == "rep" and first.text == "This call may be recorded for quality assurance."
+    )
     assert sum(len(c.turns) for c in calls) == 13194
     # Turn times fit inside the recorded duration even where the export's stamps do not.
-    assert all(c.turns[-1].end <= c.meta["duration_s"] + 1 for c in calls if c.meta.get("duration_s"))
+    assert all(
+        c.turns[-1].end <= c.meta["duration_s"] + 1 for c in calls if c.meta.get("duration_s")
+    )

@@ -123,7 +123,7 @@ def test_oversized_streamed_upload_without_content_length(settings: Settings) ->
     """A chunked body has no Content-Length; the limit must still hold as bytes arrive."""
     boundary = "testboundary"
     head = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.txt\"\r\n"
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.txt"\r\n'
         "Content-Type: text/plain\r\n\r\n"
     ).encode()
 
