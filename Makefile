@@ -34,7 +34,7 @@ test: setup
 	$(PY) -m pytest -q $(ARGS)
 
 bench: setup
-	$(PY) -m pytest -q tests/bench $(ARGS)
+	$(PY) -m pytest -q -s tests/bench -o python_files='bench_*.py' $(ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
