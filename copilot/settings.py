@@ -38,10 +38,19 @@ class TranscriberSettings(_Strict):
     language: str | None = None
     beam_size: int = Field(1, ge=1)
     vad_filter: bool = True
+    # Product and competitor names the recogniser should spell as written (passed to
+    # faster-whisper as ``hotwords``); tiny.en hears "ComfyUI" as "comfy eye" without it.
+    hotwords: list[str] = []
+    # > 0: decode VAD chunks in batches (faster-whisper's BatchedInferencePipeline).
+    # 0 keeps sequential decoding: on the 2-core CPU batching was no faster and less accurate.
+    batch_size: int = Field(0, ge=0)
 
 
 class EmbedderSettings(_Strict):
     path: str | None = None
+    # The name the index records; null = the model folder's name. Change it when
+    # a model is replaced in place, so the index is rebuilt with the new vectors.
+    id: str | None = None
 
 
 class GeneratorSettings(_Strict):
@@ -60,6 +69,9 @@ class ModelSettings(_Strict):
 class AudioSettings(_Strict):
     channels: dict[Literal["left", "right"], Role] = {"left": "rep", "right": "customer"}
     max_seconds: float = Field(10800, gt=0)
+    # Mono recordings: "cluster" groups speech segments by voice (cepstral features),
+    # "alternate" hands the turn over at every long pause (see rag/transcribe.py).
+    mono_speakers: Literal["cluster", "alternate"] = "cluster"
 
     @field_validator("channels")
     @classmethod
@@ -116,6 +128,12 @@ class TrainingSettings(_Strict):
     log_every: int = Field(10, ge=1)
 
 
+class RedactionSettings(_Strict):
+    # Names are listed, not guessed: a name detector would also eat product and company names.
+    names: list[str] = []
+    keep_raw: bool = False
+
+
 class ServeSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -131,6 +149,7 @@ class Settings(_Strict):
     objections: ObjectionSettings = ObjectionSettings()
     training: TrainingSettings = TrainingSettings()
     serve: ServeSettings = ServeSettings()
+    redaction: RedactionSettings = RedactionSettings()
 
     # Where each kind of state lives under the one data directory.
     @property

@@ -1,19 +1,31 @@
-"""The SQLite store of calls, turns, ingested inputs and mined objections (SQLAlchemy).
+"""The SQLite store of calls, turns, ingested inputs, ingest jobs and mined objections (SQLAlchemy).
 
 Writes for one call happen in one transaction, so a failed ingest never leaves a
 half-stored call behind and never touches what was stored before.
+
+Ingest keeps a job table: one row per input of a batch, written before the work
+starts and marked done in the same transaction that stores the input's calls.
+A process killed at any moment therefore leaves each input either fully stored
+and done, or not stored and still queued/running, which the next run redoes.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import socket
+import uuid
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Literal
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Float,
     ForeignKey,
     Integer,
@@ -23,6 +35,7 @@ from sqlalchemy import (
     delete,
     func,
     select,
+    update,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
@@ -83,6 +96,39 @@ class InputRow(_Base):
     ingested_at: Mapped[str] = mapped_column(String(32))
 
 
+class IngestBatchRow(_Base):
+    """One run of ``copilot ingest``; ``key`` names its inputs, so re-running it resumes it."""
+
+    __tablename__ = "ingest_batches"
+
+    batch_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16))  # running | finished
+    host: Mapped[str] = mapped_column(String)
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[str] = mapped_column(String(32))
+    finished_at: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class IngestJobRow(_Base):
+    """One input of a batch and where its ingest stands."""
+
+    __tablename__ = "ingest_jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("ingest_batches.batch_id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(Text)
+    content_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    unchanged: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    call_ids: Mapped[list] = mapped_column(JSON, default=list)
+    audio_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    started_at: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    finished_at: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
 class ObjectionRow(_Base):
     __tablename__ = "objections"
 
@@ -101,7 +147,53 @@ class ObjectionRow(_Base):
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+JobStatus = Literal["queued", "running", "done", "failed"]
+
+
+@dataclass(frozen=True)
+class IngestJob:
+    """One input of an ingest batch, as the job table holds it."""
+
+    job_id: int
+    batch_id: str
+    position: int
+    path: str
+    status: JobStatus
+    content_hash: str | None = None
+    unchanged: bool = False
+    error: str | None = None
+    call_ids: list[str] = field(default_factory=list)
+    audio_s: float | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+
+
+@dataclass(frozen=True)
+class IngestBatch:
+    batch_id: str
+    resumed: bool  # True when an earlier, unfinished run of the same inputs is continued
+    jobs: list[IngestJob]
+
+
+def _process_alive(host: str, pid: int) -> bool:
+    """Whether the process that owns a batch still runs (only knowable on the same host)."""
+    if host != socket.gethostname():
+        return True  # another machine's run: assume alive rather than steal its batch
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _json_safe(value: Any) -> Any:
+    """A JSON-storable copy: odd values from a source (dates, sets) become strings, not errors."""
+    return json.loads(json.dumps(value, default=str))
 
 
 class Store:
@@ -126,6 +218,88 @@ class Store:
             row = s.get(InputRow, content_hash)
             return list(row.call_ids) if row else None
 
+    # --- ingest jobs ----------------------------------------------------
+
+    def open_batch(self, key: str, paths: list[str]) -> IngestBatch:
+        """The batch for these inputs: an unfinished one with the same key whose process is gone
+        is resumed (its done jobs stay done), else a new one with every input queued."""
+        with self.session() as s, s.begin():
+            candidate = s.scalars(
+                select(IngestBatchRow)
+                .where(IngestBatchRow.key == key, IngestBatchRow.status == "running")
+                .order_by(IngestBatchRow.started_at.desc())
+            ).first()
+            resumed = candidate is not None and not _process_alive(candidate.host, candidate.pid)
+            if resumed:
+                batch = candidate
+                batch.host, batch.pid = socket.gethostname(), os.getpid()
+                # A job left running belonged to the dead process: it is redone from scratch.
+                s.execute(
+                    update(IngestJobRow)
+                    .where(IngestJobRow.batch_id == batch.batch_id)
+                    .where(IngestJobRow.status == "running")
+                    .values(status="queued")
+                )
+            else:
+                batch = IngestBatchRow(
+                    batch_id=uuid.uuid4().hex,
+                    key=key,
+                    status="running",
+                    host=socket.gethostname(),
+                    pid=os.getpid(),
+                    started_at=_now(),
+                )
+                s.add(batch)
+                s.add_all(
+                    IngestJobRow(
+                        batch_id=batch.batch_id,
+                        position=i,
+                        path=p,
+                        status="queued",
+                        call_ids=[],
+                    )
+                    for i, p in enumerate(paths)
+                )
+            s.flush()
+            jobs = s.scalars(
+                select(IngestJobRow)
+                .where(IngestJobRow.batch_id == batch.batch_id)
+                .order_by(IngestJobRow.position)
+            ).all()
+            return IngestBatch(batch.batch_id, resumed, [_job(j) for j in jobs])
+
+    def start_job(self, job_id: int, content_hash: str | None) -> None:
+        with self.session() as s, s.begin():
+            row = s.get(IngestJobRow, job_id)
+            row.status, row.content_hash, row.started_at = "running", content_hash, _now()
+            row.error, row.finished_at, row.unchanged = None, None, False
+
+    def finish_job(
+        self, job_id: int, call_ids: list[str], unchanged: bool, audio_s: float | None = None
+    ) -> None:
+        """Mark a job done without storing calls (its input was already stored)."""
+        with self.session() as s, s.begin():
+            _mark_done(s, job_id, call_ids, unchanged, audio_s)
+
+    def fail_job(self, job_id: int, error: str, audio_s: float | None = None) -> None:
+        with self.session() as s, s.begin():
+            row = s.get(IngestJobRow, job_id)
+            row.status, row.error, row.finished_at = "failed", error, _now()
+            row.audio_s = audio_s
+
+    def finish_batch(self, batch_id: str) -> None:
+        with self.session() as s, s.begin():
+            row = s.get(IngestBatchRow, batch_id)
+            row.status, row.finished_at = "finished", _now()
+
+    def jobs(self, batch_id: str | None = None) -> list[IngestJob]:
+        """Jobs of one batch, or of every batch (oldest first)."""
+        query = select(IngestJobRow).order_by(IngestJobRow.id)
+        if batch_id is not None:
+            query = query.where(IngestJobRow.batch_id == batch_id)
+        with self.session() as s:
+            return [_job(r) for r in s.scalars(query)]
+
     # --- calls ----------------------------------------------------------
 
     def has_call(self, call_id: str) -> bool:
@@ -137,8 +311,16 @@ class Store:
             row = s.get(CallRow, call_id)
             return row.content_hash if row else None
 
-    def save_calls(self, records: Iterable[CallRecord], input_hash: str, input_path: str) -> None:
-        """Store calls (replacing any with the same id) and mark the input as ingested, atomically."""
+    def save_calls(
+        self,
+        records: Iterable[CallRecord],
+        input_hash: str,
+        input_path: str,
+        job_id: int | None = None,
+        audio_s: float | None = None,
+    ) -> None:
+        """Store calls (replacing any with the same id), mark the input as ingested and its job
+        (when given) as done, all in one transaction."""
         records = list(records)
         with self.session() as s, s.begin():
             for record in records:
@@ -159,7 +341,7 @@ class Store:
                     date=record.date,
                     duration_s=record.duration_s,
                     language=record.language,
-                    extra=record.extra,
+                    extra=_json_safe(record.extra or {}),
                     ingested_at=_now(),
                 )
                 row.turns = [
@@ -175,6 +357,8 @@ class Store:
                     ingested_at=_now(),
                 )
             )
+            if job_id is not None:
+                _mark_done(s, job_id, [r.call_id for r in records], False, audio_s)
 
     def get_call(self, call_id: str) -> CallRecord:
         with self.session() as s:
@@ -245,6 +429,31 @@ class Store:
         }
 
 
+def _mark_done(
+    s: Session, job_id: int, call_ids: list[str], unchanged: bool, audio_s: float | None
+) -> None:
+    row = s.get(IngestJobRow, job_id)
+    row.status, row.call_ids, row.unchanged = "done", list(call_ids), unchanged
+    row.audio_s, row.error, row.finished_at = audio_s, None, _now()
+
+
+def _job(row: IngestJobRow) -> IngestJob:
+    return IngestJob(
+        job_id=row.id,
+        batch_id=row.batch_id,
+        position=row.position,
+        path=row.path,
+        status=row.status,  # type: ignore[arg-type]
+        content_hash=row.content_hash,
+        unchanged=bool(row.unchanged),
+        error=row.error,
+        call_ids=list(row.call_ids or []),
+        audio_s=row.audio_s,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+    )
+
+
 def _turn(row: TurnRow) -> Turn:
     return Turn(speaker=row.speaker, start=row.start, end=row.end, text=row.text)  # type: ignore[arg-type]
 
@@ -299,4 +508,4 @@ def _objection(r: ObjectionRow) -> Objection:
     )
 
 
-__all__ = ["Store"]
+__all__ = ["IngestBatch", "IngestJob", "Store"]

@@ -1,48 +1,165 @@
-"""Retrieval of call excerpts with metadata filters, as citations."""
+"""Hybrid retrieval of call excerpts: BM25 and vector results fused by reciprocal rank.
+
+Each side ranks the chunks that pass the same metadata filter (one Chroma ``where``
+clause, which ``rag.lexical.matches`` evaluates the way Chroma does), fetching
+more than ``k`` so that a chunk ranked low by one side and high by the other can
+still surface. Reciprocal rank fusion (Cormack et al., 2009) needs no score
+calibration between cosine similarities and BM25 scores, which live on
+unrelated scales: a chunk scores ``sum(1 / (RRF_K + rank))`` over the sides that
+found it.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
 from copilot.schemas import Citation
-from rag.index import ChunkIndex
+from rag.index import ChunkIndex, IndexHit
+
+Mode = Literal["hybrid", "vector", "lexical"]
+MODES: tuple[Mode, ...] = ("hybrid", "vector", "lexical")
+
+RRF_K = 60  # the constant from the RRF paper; it damps the weight of the very top ranks
+FETCH_FACTOR = 4
+MIN_FETCH = 20
 
 
-def build_filter(
-    outcome: str | None = None,
-    objection: str | None = None,
-    polarity: int | None = None,
-    account_id: str | None = None,
-    with_reply: bool = False,
-) -> dict | None:
-    """A Chroma ``where`` clause from the filters that are set (None when none is)."""
-    clauses: list[dict] = []
-    if with_reply:
-        clauses.append({"reply_text": {"$ne": ""}})
-    if outcome:
-        clauses.append({"outcome": outcome})
-    if objection:
-        clauses.append({f"obj_{objection}": True})
-    if polarity is not None:
-        clauses.append({"polarity": polarity})
-    if account_id:
-        clauses.append({"account_id": account_id})
-    if not clauses:
-        return None
-    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+@dataclass(frozen=True)
+class ChunkFilter:
+    """Which chunks may be returned; every set field must hold (None / empty = any)."""
+
+    outcome: str | None = None
+    polarity: int | None = None  # +1 positive-outcome calls only, -1 negative ones
+    objection: str | None = None
+    account_id: str | None = None
+    rep_id: str | None = None
+    language: str | None = None
+    tags: tuple[str, ...] = ()  # all of them
+    with_reply: bool = False  # only chunks in which the rep answered
+
+    def where(self) -> dict[str, Any] | None:
+        """The Chroma ``where`` clause (None when no field is set)."""
+        clauses: list[dict[str, Any]] = []
+        if self.with_reply:
+            clauses.append({"reply_text": {"$ne": ""}})
+        for key in ("outcome", "account_id", "rep_id", "language"):
+            value = getattr(self, key)
+            if value:
+                clauses.append({key: value})
+        if self.objection:
+            clauses.append({f"obj_{self.objection}": True})
+        if self.polarity is not None:
+            clauses.append({"polarity": self.polarity})
+        # chunk metadata holds tags case-folded (rag.chunk)
+        clauses.extend({"tags": {"$contains": t.strip().casefold()}} for t in self.tags)
+        if not clauses:
+            return None
+        return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
 
-def _citation(meta: dict, text: str, score: float) -> Citation:
-    return Citation(
-        call_id=meta["call_id"],
-        start=float(meta["start"]),
-        end=float(meta["end"]),
-        text=text,
+def build_filter(**fields: Any) -> dict[str, Any] | None:
+    """A Chroma ``where`` clause from ``ChunkFilter`` fields (kept for existing callers)."""
+    return ChunkFilter(**fields).where()
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """A retrieved chunk. ``score`` is the fused score scaled to 0..1 (1 = ranked first by
+    every side that ran); the per-side ranks and raw scores say where it came from."""
+
+    call_id: str
+    start: float
+    end: float
+    speaker: str  # the speaker of the utterance the chunk is anchored on
+    text: str
+    score: float
+    chunk_id: str
+    outcome: str | None = None
+    objections: list[str] = field(default_factory=list)
+    vector_rank: int | None = None
+    vector_similarity: float | None = None
+    lexical_rank: int | None = None
+    lexical_score: float | None = None
+    reply_text: str = ""
+
+    def citation(self) -> Citation:
+        return Citation(
+            call_id=self.call_id,
+            start=self.start,
+            end=self.end,
+            text=self.text,
+            score=self.score,
+            outcome=self.outcome,
+        )
+
+
+def search(
+    index: ChunkIndex,
+    query: str,
+    k: int,
+    chunk_filter: ChunkFilter | None = None,
+    mode: Mode = "hybrid",
+) -> list[SearchHit]:
+    """The ``k`` best chunks for ``query`` that pass ``chunk_filter``."""
+    if mode not in MODES:
+        raise ValueError(f"unknown retrieval mode {mode!r}; use one of {', '.join(MODES)}")
+    where = (chunk_filter or ChunkFilter()).where()
+    depth = k if mode != "hybrid" else max(k * FETCH_FACTOR, MIN_FETCH)
+
+    # Each side ranks the filtered chunks on its own
+    sides: dict[str, list[IndexHit]] = {}
+    if mode in ("hybrid", "vector"):
+        sides["vector"] = index.vector_search(query, depth, where)
+    if mode in ("hybrid", "lexical"):
+        sides["lexical"] = index.lexical_search(query, depth, where)
+
+    # Fuse by reciprocal rank
+    fused: dict[str, float] = {}
+    first: dict[str, IndexHit] = {}
+    ranks: dict[str, dict[str, tuple[int, float]]] = {}
+    for side, hits in sides.items():
+        for rank, hit in enumerate(hits, start=1):
+            fused[hit.chunk_id] = fused.get(hit.chunk_id, 0.0) + 1.0 / (RRF_K + rank)
+            first.setdefault(hit.chunk_id, hit)
+            ranks.setdefault(hit.chunk_id, {})[side] = (rank, hit.score)
+    best = len(sides) / (RRF_K + 1)
+    # ties (one side each at the same rank) go to the vector side's pick, then by id
+    order = sorted(
+        fused,
+        key=lambda cid: (-fused[cid], ranks[cid].get("vector", (depth + 1, 0.0))[0], cid),
+    )
+    return [_hit(first[cid], fused[cid] / best, ranks[cid]) for cid in order[:k]]
+
+
+def _hit(hit: IndexHit, score: float, ranks: dict[str, tuple[int, float]]) -> SearchHit:
+    meta = hit.metadata
+    objections = meta.get("objections") or []
+    if isinstance(objections, str):  # chunks labelled before the list form
+        objections = [o for o in objections.split(",") if o]
+    vector = ranks.get("vector")
+    lexical = ranks.get("lexical")
+    return SearchHit(
+        call_id=str(meta.get("call_id", "")),
+        start=float(meta.get("start", 0.0)),
+        end=float(meta.get("end", 0.0)),
+        speaker=str(meta.get("speaker", "")),
+        text=hit.text,
         score=round(score, 4),
+        chunk_id=hit.chunk_id,
         outcome=meta.get("outcome") or None,
+        objections=list(objections),
+        vector_rank=vector[0] if vector else None,
+        vector_similarity=round(vector[1], 4) if vector else None,
+        lexical_rank=lexical[0] if lexical else None,
+        lexical_score=round(lexical[1], 4) if lexical else None,
+        reply_text=str(meta.get("reply_text", "")),
     )
 
 
-def retrieve(index: ChunkIndex, query: str, k: int, **filters) -> list[Citation]:
-    return [_citation(*hit) for hit in index.search(query, k=k, where=build_filter(**filters))]
+def retrieve(index: ChunkIndex, query: str, k: int, **filters: Any) -> list[SearchHit]:
+    """Hybrid search with the ``ChunkFilter`` fields given as keywords."""
+    return search(index, query, k, ChunkFilter(**filters))
 
 
 def references(
@@ -50,11 +167,7 @@ def references(
 ) -> list[tuple[Citation, str]]:
     """Excerpts in which the rep answered, from positive-outcome calls first (what
     worked), else from any call; each with the rep's reply."""
-    hits = index.search(
-        query, k=k, where=build_filter(polarity=1, account_id=account_id, with_reply=True)
-    )
+    hits = search(index, query, k, ChunkFilter(polarity=1, account_id=account_id, with_reply=True))
     if not hits:
-        hits = index.search(query, k=k, where=build_filter(account_id=account_id, with_reply=True))
-    return [
-        (_citation(meta, text, score), meta.get("reply_text", "")) for meta, text, score in hits
-    ]
+        hits = search(index, query, k, ChunkFilter(account_id=account_id, with_reply=True))
+    return [(h.citation(), h.reply_text) for h in hits]

@@ -133,22 +133,28 @@ def ingest(
     account: Annotated[str | None, typer.Option(help="Account id for every call ingested.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Transcribe, redact, store and index calls. Re-ingesting the same input changes nothing."""
+    """Transcribe, redact, store and index calls. Re-ingesting the same input changes nothing;
+    re-running a killed ingest continues where it stopped.
+
+    Exits 0 when every input was stored (or already was), 1 when some failed (each is named
+    with its reason on stderr; the rest are stored)."""
     try:
         report = state.service().ingest(
             paths, outcome=outcome, account_id=account, show_progress=not as_json
         )
     except CopilotError as exc:
         _fail(exc)
-    if as_json:
-        _emit_json(asdict(report))
-    else:
-        typer.echo(
-            f"stored {len(report.stored)} calls, {len(report.unchanged)} unchanged, "
-            f"{len(report.failed)} inputs failed; {report.audio_minutes:.1f} min of audio in {report.wall_s:.0f} s"
-        )
     for path, reason in report.failed:
         typer.echo(f"failed: {path}: {reason}", err=True)
+    if as_json:
+        _emit_json(
+            {
+                **asdict(report),
+                "errors": [{"path": p, "reason": r} for p, r in report.failed],
+            }
+        )
+    else:
+        typer.echo(report.summary())
     if report.failed:
         raise typer.Exit(1)
 
@@ -246,7 +252,10 @@ def search(
     k: Annotated[int, typer.Option(min=1, max=100, help="How many hits.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print the hits as JSON.")] = False,
 ) -> None:
-    """Search the indexed calls."""
+    """Search the indexed calls: BM25 and vector hits fused by reciprocal rank.
+
+    Each hit: fused score (0..1, 1 = first on both sides), call id, start-end seconds,
+    the speaker of the utterance the excerpt is anchored on, and the excerpt."""
     try:
         hits = state.service().search(query, k=k, outcome=outcome, objection=objection)
     except CopilotError as exc:
@@ -256,7 +265,7 @@ def search(
         return
     for h in hits:
         typer.echo(
-            f"{h.score:.3f} {h.call_id} {h.start:.1f}-{h.end:.1f} s\n    "
+            f"{h.score:.3f} {h.call_id} {h.start:.1f}-{h.end:.1f} s {h.speaker}\n    "
             + h.text.replace("\n", "\n    ")
         )
 

@@ -27,4 +27,7 @@ def run_server(
     port = port or settings.serve.port
     app = create_app(service or CopilotService(settings))
     logger.info("serving on http://%s:%d (API docs at /docs, UI at /ui)", host, port)
-    uvicorn.run(app, host=host, port=port, log_level="info", reload=False)
+    # A request still generating when the server is asked to stop gets a few seconds, not forever.
+    uvicorn.run(
+        app, host=host, port=port, log_level="info", reload=False, timeout_graceful_shutdown=5
+    )

@@ -12,7 +12,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from copilot.errors import InputError, StateError
 from copilot.objections import TYPES
@@ -21,6 +21,9 @@ from copilot.schemas import CallRecord, Citation, Objection
 from copilot.settings import Settings, resolve_model_path
 from copilot.store import Store
 from rag.ingest import IngestReport
+
+if TYPE_CHECKING:  # rag.retrieve imports chromadb; the service loads it lazily
+    from rag.retrieve import SearchHit
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +147,9 @@ class CopilotService:
         outcome: str | None = None,
         objection: str | None = None,
         account_id: str | None = None,
-    ) -> list[Citation]:
+        tags: tuple[str, ...] = (),
+    ) -> list[SearchHit]:
+        """Hybrid (BM25 + vector) search over the indexed chunks, with metadata filters."""
         from rag.retrieve import retrieve
 
         _require_text(query, "query")
@@ -157,6 +162,7 @@ class CopilotService:
             outcome=outcome,
             objection=objection,
             account_id=account_id,
+            tags=tuple(tags),
         )
 
     def ask(self, text: str, account_id: str | None = None, adapter: str | None = None) -> Answer:

@@ -67,13 +67,41 @@ def clean_reply(text: str) -> str:
             kept.append(line[: later.start()])
             break
         kept.append(line)
-    reply = "\n".join(kept).strip()
+    # The prompt fences reference replies as <<...>>; a model that copies one keeps the fence.
+    reply = "\n".join(kept).replace("<<", "").replace(">>", "").strip()
     if not reply:
         # Every line was labelled as another speaker: the model wrote its reply under
         # the wrong label. Its first line, label removed, beats an empty answer.
         first = next((line for line in text.strip().splitlines() if line.strip()), "")
         reply = clean_reply(_LABEL.sub("", first, count=1)) if _LABEL.match(first) else ""
     return reply
+
+
+def _context_budget(model: Any, max_new_tokens: int) -> int:
+    """Prompt tokens that fit beside the reply in the model's context window."""
+    window = getattr(model.config, "max_position_embeddings", None) or 2048
+    return max(64, window - max_new_tokens)
+
+
+def _fit_prompt(tokenizer: Any, messages: list[dict[str, str]], budget: int) -> Any:
+    """Tokenised prompt within ``budget`` tokens.
+
+    A long conversation loses its oldest turns first (the system message and the
+    latest message stay); a single oversized message keeps its end. Without this,
+    one request past the context window ties up the generator for minutes.
+    """
+    messages = list(messages)
+    while True:
+        prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        inputs = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")
+        length = inputs["input_ids"].shape[1]
+        if length <= budget:
+            return inputs
+        droppable = [i for i, m in enumerate(messages[:-1]) if m["role"] != "system"]
+        if not droppable:
+            logger.warning("prompt of %d tokens cut to its last %d", length, budget)
+            return {key: value[:, -budget:] for key, value in inputs.items()}
+        del messages[droppable[0]]
 
 
 @dataclass
@@ -150,10 +178,7 @@ class ReplyGenerator:
         with slot.lock:
             model = _activate(slot, adapter)
             tokenizer = slot.tokenizer
-            prompt = tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, tokenize=False
-            )
-            inputs = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")
+            inputs = _fit_prompt(tokenizer, messages, _context_budget(model, gen.max_new_tokens))
             sampling = (
                 {"do_sample": True, "temperature": gen.temperature}
                 if gen.temperature > 0

@@ -107,7 +107,7 @@ class AdapterRegistry:
         if info is None:
             known = ", ".join(a.name for a in self.list()) or "none yet"
             raise NotFoundError(
-                f"no adapter named '{name}' in {self.adapters_dir} (known: {known}); "
+                f"no adapter named '{name}' (known: {known}); "
                 "`copilot status` lists them; `copilot train` makes a new one"
             )
         return info

@@ -21,7 +21,9 @@ def bench_report():
     """``bench_report(name, value, unit, baseline=None, note="")`` records one figure;
     with a baseline the ratio value/baseline is reported too."""
 
-    def record(name: str, value: float, unit: str, baseline: float | None = None, note: str = "") -> None:
+    def record(
+        name: str, value: float, unit: str, baseline: float | None = None, note: str = ""
+    ) -> None:
         row = {"name": name, "value": value, "unit": unit, "note": note}
         if baseline is not None:
             row["baseline"] = baseline
@@ -36,8 +38,14 @@ def pytest_terminal_summary(terminalreporter) -> None:
         return
     terminalreporter.section("benchmark figures")
     for row in _FIGURES:
-        ratio = f"  ratio {row['ratio']:.3f} vs baseline {row['baseline']:.4g}" if row.get("ratio") else ""
-        terminalreporter.write_line(f"{row['name']}: {row['value']:.4g} {row['unit']}{ratio}  {row['note']}")
+        ratio = (
+            f"  ratio {row['ratio']:.3f} vs baseline {row['baseline']:.4g}"
+            if row.get("ratio")
+            else ""
+        )
+        terminalreporter.write_line(
+            f"{row['name']}: {row['value']:.4g} {row['unit']}{ratio}  {row['note']}"
+        )
     out = Path(os.environ.get("BENCH_OUT", "bench-results.json"))
     out.write_text(json.dumps(_FIGURES, indent=2), encoding="utf-8")
     terminalreporter.write_line(f"written to {out}")

@@ -71,3 +71,25 @@ def test_one_bad_input_is_reported_and_the_rest_stored(real_slice_service, tmp_p
     assert "empty" in failed[str(empty)]
     assert real_slice_service.status()["calls"] == before + 1
     assert real_slice_service.transcript("good-call").outcome == "lost"
+
+
+def test_reupload_without_metadata_keeps_it_and_an_override_updates_it(
+    real_slice_service, tmp_path
+):
+    call = tmp_path / "renewal-42.txt"
+    call.write_text(
+        "Rep: Calling about the renewal.\nCustomer: It costs too much.\n", encoding="utf-8"
+    )
+
+    first = real_slice_service.ingest([call], outcome="won", account_id="acct-9")
+    again = real_slice_service.ingest([call])
+    stored = real_slice_service.transcript("renewal-42")
+
+    assert first.stored == ["renewal-42"]
+    assert again.stored == [] and again.unchanged == ["renewal-42"]
+    assert (stored.outcome, stored.account_id) == ("won", "acct-9")
+
+    corrected = real_slice_service.ingest([call], outcome="lost")
+    stored = real_slice_service.transcript("renewal-42")
+    assert corrected.stored == ["renewal-42"]
+    assert (stored.outcome, stored.account_id) == ("lost", "acct-9")

@@ -23,6 +23,15 @@ def test_clean_reply_cuts_at_the_next_speaker():
     assert clean_reply("价格可以分期。客户：太贵了") == "价格可以分期。"
 
 
+def test_clean_reply_ends_at_a_paragraph_and_drops_reference_fences():
+    assert clean_reply("Let me check the discount.\n\n**Both**\n\nYour choice.") == (
+        "Let me check the discount."
+    )
+    assert (
+        clean_reply("<<We can start with a smaller plan.>>") == "We can start with a smaller plan."
+    )
+
+
 @pytest.fixture(scope="module")
 def short_settings(settings):
     generator = settings.models.generator.model_copy(update={"max_new_tokens": 40})
@@ -69,3 +78,27 @@ def test_bad_chat_messages_are_refused(settings):
         generator.chat([{"role": "robot", "content": "hi"}])
     with pytest.raises(InputError, match="empty"):
         generator.reply("   ", [], None)
+
+
+@pytest.mark.slow
+def test_long_conversation_is_fitted_to_the_context(base):
+    from training.generate import _fit_prompt
+
+    _, tokenizer = base
+    messages = [{"role": "system", "content": "You are a sales copilot."}]
+    for i in range(30):
+        role = "user" if i % 2 == 0 else "assistant"
+        messages.append({"role": role, "content": f"turn {i} " + "price talk " * 60})
+    messages.append({"role": "user", "content": "So what is your best offer?"})
+
+    inputs = _fit_prompt(tokenizer, messages, budget=256)
+
+    text = tokenizer.decode(inputs["input_ids"][0])
+    assert inputs["input_ids"].shape[1] <= 256
+    assert "You are a sales copilot." in text and "So what is your best offer?" in text
+    assert "turn 0 " not in text  # the oldest turns went first
+
+    one_huge = [{"role": "user", "content": "expensive " * 2000 + "final words"}]
+    cut = _fit_prompt(tokenizer, one_huge, budget=128)
+    assert cut["input_ids"].shape[1] == 128
+    assert "final words" in tokenizer.decode(cut["input_ids"][0])
