@@ -77,6 +77,7 @@ AUDIO_SUFFIXES = {".wav", ".mp3", ".m4a", ".flac", ".ogg"}
 SAMPLE_RATE = 16000  # what Whisper expects; decode_audio resamples to it
 MERGE_GAP_S = 1.0  # same-speaker segments closer than this form one turn
 DECODE_SEED = 0
+PROGRESS_EVERY_S = 300.0  # a long recording logs its progress every 5 minutes of audio
 SPLIT_GAP_S = 0.5  # a silence this long between two words splits a Whisper segment
 MONO_TURN_GAP_S = 0.8  # mono "alternate": a pause this long hands the turn over
 # Mono "cluster": a pause this long between two words may be a change of speaker (the
@@ -174,17 +175,19 @@ class WhisperTranscriber:
             segments: list[tuple[Speaker, _Segment]] = []
             language = None
             for side, audio in zip(("left", "right"), channels, strict=True):
-                found, detected = self._segments(audio)
+                found, detected = self._segments(audio, label=f"{path.name} ({side})")
                 if found:
                     found = snap_to_speech(found, speech_regions(audio))
                 segments.extend((roles[side], seg) for seg in found)
                 language = language or (detected if found else None)
             turns = _merge(sorted(segments, key=lambda item: (item[1].start, item[1].end)))
         elif self.settings.audio.mono_speakers == "cluster":
-            found, language = self._segments(channels[0], split_gap_s=MONO_SPLIT_GAP_S)
+            found, language = self._segments(
+                channels[0], split_gap_s=MONO_SPLIT_GAP_S, label=path.name
+            )
             turns = cluster_turns(channels[0], found)
         else:
-            found, language = self._segments(channels[0])
+            found, language = self._segments(channels[0], label=path.name)
             turns = _mono_turns(found)
 
         if not turns:
@@ -211,7 +214,7 @@ class WhisperTranscriber:
             )
 
     def _segments(
-        self, audio: np.ndarray, split_gap_s: float = SPLIT_GAP_S
+        self, audio: np.ndarray, split_gap_s: float = SPLIT_GAP_S, label: str = "audio"
     ) -> tuple[list[_Segment], str | None]:
         import ctranslate2
 
@@ -243,8 +246,16 @@ class WhisperTranscriber:
             word_timestamps=True,
             **extra,
         )
-        # ``pieces`` is a generator: the decoding happens while it is consumed.
-        found = [seg for piece in pieces for seg in _split_at_pauses(piece, split_gap_s)]
+        # ``pieces`` is a generator: the decoding happens while it is consumed, so a long
+        # recording reports how far it got rather than going quiet for minutes.
+        found: list[_Segment] = []
+        total_min = len(audio) / SAMPLE_RATE / 60
+        next_report_s = PROGRESS_EVERY_S
+        for piece in pieces:
+            found.extend(_split_at_pauses(piece, split_gap_s))
+            if piece.end >= next_report_s:
+                logger.info("%s: transcribed %.0f of %.0f min", label, piece.end / 60, total_min)
+                next_report_s = piece.end + PROGRESS_EVERY_S
         return found, info.language
 
 
