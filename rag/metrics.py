@@ -89,3 +89,15 @@ def speaker_attribution(reference: list[Turn], hypothesis: list[Turn]) -> float:
     speakers = {t.speaker for t in reference}
     right = sum(_overlap(_spans(reference, s), _spans(hypothesis, s)) for s in speakers)
     return min(1.0, right / anyone)
+
+
+def best_mapping_attribution(reference: list[Turn], hypothesis: list[Turn]) -> float:
+    """``speaker_attribution`` under the better of the two ways to map rep/customer onto
+    the reference's two speakers: a mono clustering has groups, not names."""
+    names = sorted({t.speaker for t in reference}) + ["(nobody)"]
+    scores = []
+    for first, second in ((names[0], names[1]), (names[1], names[0])):
+        mapping = {"rep": first, "customer": second}
+        mapped = [Turn(mapping[t.speaker], t.start, t.end, t.text) for t in hypothesis]
+        scores.append(speaker_attribution(reference, mapped))
+    return max(scores)

@@ -19,7 +19,7 @@ import pytest
 
 from copilot.schemas import Turn
 from copilot.settings import Settings, load_settings, resolve_model_path
-from rag.metrics import word_error_rate
+from rag.metrics import best_mapping_attribution, word_error_rate
 from rag.transcribe import WhisperTranscriber
 
 REPO = Path(__file__).resolve().parents[2]
@@ -118,18 +118,6 @@ def test_word_error_rate_on_real_phone_calls(bench_report, settings: Settings) -
     )
 
 
-def _best_mapping(reference: list[Turn], hypothesis: list[Turn]) -> float:
-    from rag.metrics import speaker_attribution
-
-    names = sorted({t.speaker for t in reference}) + ["(nobody)"]
-    scores = []
-    for first, second in ((names[0], names[1]), (names[1], names[0])):
-        mapping = {"rep": first, "customer": second}
-        mapped = [Turn(mapping[t.speaker], t.start, t.end, t.text) for t in hypothesis]
-        scores.append(speaker_attribution(reference, mapped))
-    return max(scores)
-
-
 def test_mono_speaker_attribution(bench_report, settings: Settings, tmp_path: Path) -> None:
     """Both mono methods on the phone-mono sample and on the stereo calls mixed to mono."""
     _require(PHONE_MONO)
@@ -163,8 +151,8 @@ def test_mono_speaker_attribution(bench_report, settings: Settings, tmp_path: Pa
         mono = tmp_path / f"{path.stem}-mono.wav"
         soundfile.write(mono, audio.mean(axis=1), rate)
         scores[path.stem] = (
-            _best_mapping(reference, alternate.transcribe(mono).turns),
-            _best_mapping(reference, cluster.transcribe(mono).turns),
+            best_mapping_attribution(reference, alternate.transcribe(mono).turns),
+            best_mapping_attribution(reference, cluster.transcribe(mono).turns),
         )
     before, after = scores["sample"]
     bench_report(

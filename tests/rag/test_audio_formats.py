@@ -20,7 +20,7 @@ import soundfile
 from copilot.errors import InputError
 from copilot.schemas import Turn
 from copilot.settings import Settings, load_settings
-from rag.metrics import speaker_attribution
+from rag.metrics import best_mapping_attribution
 from rag.transcribe import SAMPLE_RATE, WhisperTranscriber, _decode, _probe
 
 REPO = Path(__file__).resolve().parents[2]
@@ -255,18 +255,6 @@ def _rttm(path: Path) -> list[Turn]:
         start, length = float(fields[3]), float(fields[4])
         turns.append(Turn(fields[7], start, start + length, ""))
     return turns
-
-
-def best_mapping_attribution(reference: list[Turn], hypothesis: list[Turn]) -> float:
-    """``speaker_attribution`` under the better of the two ways to map rep/customer onto
-    the reference's two speakers (a clustering has no names, only groups)."""
-    names = sorted({t.speaker for t in reference}) + ["(nobody)"]
-    scores = []
-    for first, second in ((names[0], names[1]), (names[1], names[0])):
-        mapping = {"rep": first, "customer": second}
-        mapped = [Turn(mapping[t.speaker], t.start, t.end, t.text) for t in hypothesis]
-        scores.append(speaker_attribution(reference, mapped))
-    return max(scores)
 
 
 @pytest.mark.real_data
