@@ -68,7 +68,7 @@ class ModelSettings(_Strict):
 
 class AudioSettings(_Strict):
     channels: dict[Literal["left", "right"], Role] = {"left": "rep", "right": "customer"}
-    max_seconds: float = Field(10800, gt=0)
+    max_seconds: float = Field(14400, gt=0)
     # Mono recordings: "cluster" groups speech segments by voice (cepstral features),
     # "alternate" hands the turn over at every long pause (see rag/transcribe.py).
     mono_speakers: Literal["cluster", "alternate"] = "cluster"
