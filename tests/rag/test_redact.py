@@ -296,6 +296,7 @@ def test_redaction_recall_on_insurance_calls() -> None:
 
 def test_ingest_keeps_raw_turns_only_when_configured(tmp_path) -> None:
     from copilot.settings import load_settings
+    from copilot.store import Store
     from rag.ingest import Ingestor, IngestReport
 
     path = tmp_path / "call.txt"
@@ -307,11 +308,15 @@ def test_ingest_keeps_raw_turns_only_when_configured(tmp_path) -> None:
         }
     )
 
-    (record,) = Ingestor(plain, None, None, lambda: None)._records(path, {}, IngestReport())
+    (record,) = Ingestor(plain, Store(tmp_path / "plain.sqlite3"), None, lambda: None)._records(
+        path, {}, IngestReport()
+    )
     assert [t.text for t in record.turns] == ["Hi Dana.", "Call me on [PHONE]."]
     assert "raw_turns" not in record.extra
 
-    (record,) = Ingestor(keep, None, None, lambda: None)._records(path, {}, IngestReport())
+    (record,) = Ingestor(keep, Store(tmp_path / "keep.sqlite3"), None, lambda: None)._records(
+        path, {}, IngestReport()
+    )
     assert [t.text for t in record.turns] == ["Hi [NAME].", "Call me on [PHONE]."]
     assert record.extra["raw_turns"][1] == {
         "speaker": "customer",
