@@ -80,16 +80,6 @@ def _made(tmp: Path, fmt: str, rate: int, channels: int, seconds: float | None) 
     return _write(tmp / f"sample-{rate}-{channels}ch.{fmt}", audio, rate)
 
 
-@pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return load_settings(data_dir=tmp_path_factory.mktemp("data"))
-
-
-@pytest.fixture(scope="module")
-def transcriber(settings: Settings) -> WhisperTranscriber:
-    return WhisperTranscriber(settings)
-
-
 def _with(settings: Settings, section: str, **values: object) -> Settings:
     if section == "audio":
         return settings.model_copy(update={"audio": settings.audio.model_copy(update=values)})

@@ -11,7 +11,7 @@ import soundfile
 
 from copilot.errors import InputError
 from copilot.schemas import Turn
-from copilot.settings import Settings, load_settings
+from copilot.settings import Settings
 from rag.metrics import speaker_attribution, speaker_time_accuracy, word_error_rate
 from rag.transcribe import WhisperTranscriber, _mono_turns, _Segment, snap_to_speech
 
@@ -28,17 +28,6 @@ def _reference(sidecar: Path) -> list[Turn]:
 
 def _text(turns: list[Turn], speaker: str | None = None) -> str:
     return " ".join(t.text for t in turns if speaker in (None, t.speaker))
-
-
-@pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return load_settings(data_dir=tmp_path_factory.mktemp("data"))
-
-
-@pytest.fixture(scope="module")
-def transcriber(settings: Settings) -> WhisperTranscriber:
-    # One instance for the module: the model loads once, on first use.
-    return WhisperTranscriber(settings)
 
 
 # --- real data ----------------------------------------------------------------
