@@ -113,13 +113,22 @@ class ObjectionSettings(_Strict):
 
 class TrainingSettings(_Strict):
     base_model: str | None = None
+    # "sft": supervised replies from positive-outcome calls (training/trainer.py);
+    # "dpo": won-versus-lost preference pairs (training/preference.py).
+    method: Literal["sft", "dpo"] = "sft"
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
     learning_rate: float = Field(3e-4, gt=0)
     max_steps: int = Field(120, ge=1)
+    # Examples per micro-batch, packed into one row without padding; an optimiser
+    # step sees batch_size * grad_accum_steps examples.
     batch_size: int = Field(4, ge=1)
+    grad_accum_steps: int = Field(1, ge=1)
+    checkpoint_every: int = Field(25, ge=1)
+    # DPO: how far the adapter may move from the base to prefer won replies (trl's default).
+    dpo_beta: float = Field(0.1, gt=0)
     max_length: int = Field(256, ge=16)
     eval_fraction: float = Field(0.2, gt=0, lt=1)
     max_eval_examples: int = Field(64, ge=1)
@@ -140,6 +149,18 @@ class ServeSettings(_Strict):
     max_upload_mb: float = Field(200, gt=0)
 
 
+class CraigslistSettings(_Strict):
+    # A deal at or above this share of the seller's target is "deal near target" (a win);
+    # configs/default.yaml gives the measured prices behind the default.
+    near_target_share: float = Field(0.9, gt=0, le=1)
+
+
+class SourceSettings(_Strict):
+    """How the public corpora that ingest recognises turn into outcomes."""
+
+    craigslist: CraigslistSettings = CraigslistSettings()
+
+
 class Settings(_Strict):
     data_dir: Path
     models: ModelSettings = ModelSettings()
@@ -150,6 +171,7 @@ class Settings(_Strict):
     training: TrainingSettings = TrainingSettings()
     serve: ServeSettings = ServeSettings()
     redaction: RedactionSettings = RedactionSettings()
+    sources: SourceSettings = SourceSettings()
 
     # Where each kind of state lives under the one data directory.
     @property

@@ -32,6 +32,7 @@ from copilot.schemas import CallRecord, Chunk, Turn
 from copilot.settings import Settings
 from copilot.store import IngestJob, Store
 from rag.chunk import chunk_call
+from rag.craigslist import craigslist_files, is_craigslist_folder, parse_craigslist_folder
 from rag.index import ChunkIndex
 from rag.parse import (
     TEXT_SUFFIXES,
@@ -40,6 +41,7 @@ from rag.parse import (
     parse_transcript_file,
     read_sidecar,
 )
+from rag.persuasion import is_persuasion_folder, parse_persuasion_folder, persuasion_files
 from rag.redact import raw_turn_dicts, redact_turns
 from rag.transcribe import AUDIO_SUFFIXES
 
@@ -74,19 +76,26 @@ class IngestReport:
         )
 
 
+def is_folder_input(path: Path) -> bool:
+    """A folder read as one input: a CSV message export, a Persuasion for Good folder or a
+    CraigslistBargain folder. Nothing inside it is an input of its own (its readmes are not
+    transcripts)."""
+    return is_csv_call_folder(path) or is_persuasion_folder(path) or is_craigslist_folder(path)
+
+
 def discover(paths: list[Path]) -> Iterator[Path]:
-    """Inputs under ``paths``: audio files, transcripts and CSV call folders (JSON sidecars excluded)."""
+    """Inputs under ``paths``: audio files, transcripts and call folders (JSON sidecars excluded)."""
     for path in paths:
-        if is_csv_call_folder(path):
+        if is_folder_input(path):
             yield path
         elif path.is_dir():
             for child in sorted(path.rglob("*")):
-                if is_csv_call_folder(child):
+                if is_folder_input(child):
                     yield child
                 elif (
                     child.is_file()
                     and _is_input(child)
-                    and not any(is_csv_call_folder(p) for p in child.parents)
+                    and not any(is_folder_input(p) for p in child.parents)
                 ):
                     yield child
         else:
@@ -118,7 +127,14 @@ def _digest(*parts: bytes) -> str:
 def input_hash(path: Path) -> str:
     """The input's content (with a recording's sidecar); overrides are checked separately."""
     if path.is_dir():
-        files = sorted(p for p in path.glob("*.csv"))
+        # Only the files the folder is read from: the annotated 300_* files beside the
+        # persuasion dialogues do not make it a new input.
+        if is_persuasion_folder(path):
+            files = [p for p in persuasion_files(path) if p.is_file()]
+        elif is_craigslist_folder(path):
+            files = craigslist_files(path)
+        else:
+            files = sorted(p for p in path.glob("*.csv"))
         return _digest(*(p.name.encode() + p.read_bytes() for p in files))
     sidecar = path.with_suffix(".json")
     extra = (
@@ -343,7 +359,15 @@ class Ingestor:
         return {**known, **kept}
 
     def _records(self, path: Path, overrides: Overrides, report: IngestReport) -> list[CallRecord]:
-        if path.is_dir():
+        if path.is_dir() and is_persuasion_folder(path):
+            parsed = [(p.call_id, p.turns, p.meta, "csv") for p in parse_persuasion_folder(path)]
+        elif path.is_dir() and is_craigslist_folder(path):
+            share = self.settings.sources.craigslist.near_target_share
+            parsed = [
+                (p.call_id, p.turns, p.meta, "transcript")
+                for p in parse_craigslist_folder(path, share)
+            ]
+        elif path.is_dir():
             parsed = [(p.call_id, p.turns, p.meta, "csv") for p in parse_csv_folder(path)]
             if not parsed:
                 raise InputError(f"{path}/messages.csv holds no messages")

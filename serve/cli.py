@@ -19,6 +19,9 @@ import typer
 
 from copilot.errors import CopilotError
 from copilot.settings import REPO_ROOT, Settings, load_settings, read_recipe
+from serve.commands.adapters import adapters_app
+from serve.commands.dataset import dataset_app
+from serve.commands.evaluate import eval_command
 
 logger = logging.getLogger(__name__)
 
@@ -183,31 +186,102 @@ def train(
     config: Annotated[
         Path | None, typer.Option("--config", help="A training recipe YAML (keys of `training:`).")
     ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Override one `training:` key, KEY=VALUE, repeatable and applied after --config, "
+            "e.g. --set learning_rate=0.0005 --set lora_r=8 --set batch_size=2 "
+            "--set grad_accum_steps=2 --set method=dpo. Checked like the config file "
+            "(unknown keys and bad values are refused).",
+        ),
+    ] = None,
     max_steps: Annotated[
         int | None, typer.Option(min=1, help="Stop after this many optimiser steps.")
     ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="Name of the adapter (run folder); default <date>-<data hash>. "
+            "With --resume: the run to continue."
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the newest stopped or failed run (or --name NAME) from its last "
+            "checkpoint, with the config it started with, to the same step count.",
+        ),
+    ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the run's results as JSON.")
     ] = False,
 ) -> None:
-    """LoRA fine-tune the base model on objection replies from positive-outcome calls."""
+    """LoRA fine-tune the base model on objection replies from positive-outcome calls.
+
+    Progress is logged to <data dir>/adapters/NAME/progress.jsonl (the bar reads it);
+    touching NAME/STOP checkpoints and stops the run after its current step."""
+    import threading
+
+    import yaml
     from tqdm import tqdm
 
+    from training.runs import RunFolder, run_of_process
+    from training.trainer import run_summary
+
+    recipe: dict[str, Any] = {}
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
+        try:
+            recipe[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            recipe[key.strip()] = value
     try:
-        overrides = read_recipe(config) if config else {}
-        steps = max_steps or {**state.settings().training.model_dump(), **overrides}["max_steps"]
+        recipe = {**(read_recipe(config) if config else {}), **recipe}
+        settings = state.settings()
+        steps = max_steps or settings.with_training(recipe).training.max_steps
+
+        # The bar follows the run's progress.jsonl, the same log the UI reads; the run
+        # is found by this process's id in its run.json once the trainer has written it.
+        done = threading.Event()
         with tqdm(total=steps, desc="train", unit="step", disable=as_json, file=sys.stderr) as bar:
 
-            def progress(step: int, loss: float) -> None:
-                bar.n = step
-                bar.set_postfix(loss=f"{loss:.3f}")
-                bar.refresh()
+            def follow() -> None:
+                folder: RunFolder | None = None
+                while True:
+                    finished = done.wait(0.5)
+                    folder = folder or run_of_process(settings.adapters_dir, os.getpid())
+                    records = list(folder.progress()) if folder else []
+                    last = next((r for r in reversed(records) if r.get("event") == "step"), None)
+                    if last is not None:
+                        bar.total = last["max_steps"]
+                        bar.n = last["step"]
+                        bar.set_postfix(loss=f"{last['loss']:.3f}", eta=f"{last['eta_s']:.0f}s")
+                        bar.refresh()
+                    if finished:
+                        return
 
-            run = state.service().train(overrides, max_steps=max_steps, progress=progress)
+            follower = threading.Thread(target=follow, name="train-progress", daemon=True)
+            follower.start()
+            try:
+                run = state.service().train(recipe, max_steps=max_steps, name=name, resume=resume)
+            finally:
+                done.set()
+                follower.join(timeout=5)
     except CopilotError as exc:
         _fail(exc)
     if as_json:
-        _emit_json(run)
+        _emit_json(run_summary(run))
+        return
+    if run.state != "done":
+        typer.echo(
+            f"run {run.name} {run.state} at step {run.steps}/{run.max_steps}; "
+            f"`copilot train --resume --name {run.name}` continues it"
+        )
         return
     typer.echo(
         f"adapter {run.name}: {run.steps} steps on {run.train_examples} examples, {run.tokens_per_s:.0f} tokens/s; "
@@ -371,6 +445,11 @@ def demo(
         run_server(settings, settings.serve.host, settings.serve.port, service=state.service())
 
 
+app.command("eval")(eval_command)
+app.add_typer(adapters_app, name="adapters")
+app.add_typer(dataset_app, name="dataset")
+
+
 def run() -> None:
     try:
         app()
@@ -380,4 +459,8 @@ def run() -> None:
 
 
 if __name__ == "__main__":
-    run()
+    # `python -m serve.cli` (how the UI starts training): run the imported module, not
+    # this __main__ copy, so sub-commands that import serve.cli see the parsed options.
+    import serve.cli
+
+    serve.cli.run()

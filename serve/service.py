@@ -125,19 +125,38 @@ class CopilotService:
         return self.store.objections()
 
     def train(
-        self, overrides: dict[str, Any] | None = None, max_steps: int | None = None, progress=None
+        self,
+        overrides: dict[str, Any] | None = None,
+        max_steps: int | None = None,
+        progress=None,
+        *,
+        name: str | None = None,
+        resume: bool = False,
     ):
-        """Fine-tune a LoRA adapter on the stored objections; returns a training.trainer.TrainingRun."""
+        """Fine-tune a LoRA adapter on the stored objections; returns a training.trainer.TrainingRun.
+
+        ``resume=True`` continues run ``name`` (else the newest stopped or failed one)
+        with the config it started with, so ``overrides`` must be empty then.
+        """
         from training.trainer import train_adapter
 
-        settings = self.settings.with_training(overrides or {})
-        objections = self.store.objections()
-        if not objections:
-            raise StateError(
-                "no objections are stored; run `copilot objections` after ingesting calls"
+        if resume and overrides:
+            raise InputError(
+                "a resumed run keeps the config it started with; drop the recipe and the "
+                f"overrides ({', '.join(sorted(overrides))}) or start a new run without --resume"
             )
+        settings = self.settings.with_training(overrides or {})
+        # Preference pairs match a lost reply to the won one whose objection reads closest.
+        embed = self.index.embedder.encode if settings.training.method == "dpo" else None
         return train_adapter(
-            settings, objections, max_steps=max_steps, author=_author(), progress=progress
+            settings,
+            self.store.objections(),
+            max_steps=max_steps,
+            name=name,
+            author=_author(),
+            resume=resume,
+            progress=progress,
+            embed=embed,
         )
 
     def search(
@@ -170,7 +189,9 @@ class CopilotService:
         from rag.retrieve import references
 
         _require_text(text, "text")
-        chosen = self.registry.resolve(adapter)
+        # The registry re-reads the promotion pointer on every request (no restart to
+        # promote), and refuses an adapter trained on another base before any model loads.
+        chosen = self.registry.resolve(adapter, expected_base=self.generator.base_model)
         hits = references(self.index, text, self.settings.index.top_k, account_id=account_id)
         replies = [reply for _, reply in hits if reply][:MAX_REFERENCES]
         reply = self.generator.reply(text, replies, chosen)

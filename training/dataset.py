@@ -5,6 +5,10 @@ The split is by call, seeded and recorded, so no call is evaluated on its own
 turns. Each example carries 0 or 1 reference reply taken from another training
 call's objection of the same type, quoted exactly as serving quotes retrieved
 replies (``copilot.prompts.objection_messages``), so the model learns to use them.
+
+The training target is the reply followed by the tokenizer's eos token (for
+SmolLM2's chat template ``<|im_end|>``, the token generation stops on), so a
+trained adapter learns to end its turn instead of writing the customer's next one.
 """
 
 from __future__ import annotations
@@ -52,6 +56,55 @@ class SftData:
     train_examples: list[SftExample] = field(repr=False, default_factory=list)
     eval_examples: list[SftExample] = field(repr=False, default_factory=list)
     truncated: int = 0
+
+
+@dataclass(frozen=True)
+class OutcomeCounts:
+    """Objections with a reply, by the polarity of their call's outcome."""
+
+    positive: int
+    negative: int
+    neutral: int
+    positive_calls: int
+    negative_calls: int
+
+
+def outcome_counts(objections: Sequence[Objection]) -> OutcomeCounts:
+    answered = [o for o in objections if o.customer_text.strip() and o.reply_text.strip()]
+    by = {p: [o for o in answered if o.polarity == p] for p in (1, -1, 0)}
+    return OutcomeCounts(
+        positive=len(by[1]),
+        negative=len(by[-1]),
+        neutral=len(by[0]),
+        positive_calls=len({o.call_id for o in by[1]}),
+        negative_calls=len({o.call_id for o in by[-1]}),
+    )
+
+
+def require_both_outcomes(objections: Sequence[Objection]) -> OutcomeCounts:
+    """Refuse a dataset that is empty or holds only won or only lost calls.
+
+    Called before any model loads. SFT learns from positive-outcome replies only,
+    but judging an adapter and building preference pairs compare won with lost
+    replies, so a run on one class could not be judged and a DPO run could not start.
+    """
+    counts = outcome_counts(objections)
+    if not objections:
+        raise StateError(
+            "the training set is empty: no objections are stored; ingest won and lost calls "
+            "(`copilot ingest PATH`), then run `copilot objections`"
+        )
+    if counts.positive == 0 or counts.negative == 0:
+        missing = "lost (negative-outcome)" if counts.negative == 0 else "won (positive-outcome)"
+        raise StateError(
+            f"the objections come from one class only: {counts.positive} from "
+            f"{counts.positive_calls} positive-outcome call(s), {counts.negative} from "
+            f"{counts.negative_calls} negative-outcome call(s) ({counts.neutral} with neither "
+            f"outcome); judging an adapter and preference pairs need both won and lost calls. "
+            f"Ingest {missing} calls and run `copilot objections` again, or check that "
+            "`outcomes:` (positive / negative labels) in the config names your outcome labels"
+        )
+    return counts
 
 
 def split_calls(call_ids: Sequence[str], eval_fraction: float, seed: int) -> tuple[list, list]:
@@ -214,7 +267,11 @@ def build_sft_data(
 
 
 def collate(rows: Sequence[dict[str, Any]], pad_token_id: int) -> dict[str, Any]:
-    """Right-pad a batch to its own longest row: input_ids, attention_mask, labels tensors."""
+    """Right-pad a batch to its own longest row: input_ids, attention_mask, labels tensors.
+
+    Training and evaluation pack examples without padding (``training.batching``);
+    this padded layout is what the training benchmark compares that against.
+    """
     import torch
 
     width = max(len(r["input_ids"]) for r in rows)
@@ -227,11 +284,3 @@ def collate(rows: Sequence[dict[str, Any]], pad_token_id: int) -> dict[str, Any]
         labels[i, :n] = torch.tensor(row["labels"])
         attention_mask[i, :n] = 1
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-
-
-def length_batches(lengths: Sequence[int], batch_size: int, seed: int) -> list[list[int]]:
-    """Index batches of similar length (little padding), in a seeded random order."""
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    random.Random(seed).shuffle(batches)
-    return batches

@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from training.dataset import IGNORE_INDEX, collate, length_batches
+from training.batching import pack, response_loss_sum
 
 
 def response_loss(
@@ -16,35 +16,27 @@ def response_loss(
 
     Each token counts once, however the examples are batched, so short and long
     replies weigh by their length. ``examples`` are rows with ``input_ids`` and
-    ``labels`` (a ``datasets.Dataset`` or a list of dicts). The model's train/eval
-    mode is restored afterwards.
+    ``labels`` (a ``datasets.Dataset`` or a list of dicts), packed ``batch_size`` to
+    a row without padding (``training.batching``). The model's train/eval mode is
+    restored afterwards. ``tokenizer`` is unused since packing needs no pad token;
+    it stays so callers need not change.
     """
     import torch
-    import torch.nn.functional as F
 
+    del tokenizer
     rows: Sequence[dict[str, Any]] = list(examples)
     if not rows:
         raise ValueError("response_loss needs at least one example")
     was_training = model.training
     model.eval()
+    device = model.get_input_embeddings().weight.device
     total, count = 0.0, 0
     try:
         with torch.no_grad():
-            for batch_idx in length_batches([len(r["input_ids"]) for r in rows], batch_size, 0):
-                batch = collate([rows[i] for i in batch_idx], tokenizer.pad_token_id)
-                logits = model(
-                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-                ).logits
-                # Token t predicts token t+1: drop the last logit and the first label.
-                logits = logits[:, :-1].float()
-                labels = batch["labels"][:, 1:]
-                total += F.cross_entropy(
-                    logits.reshape(-1, logits.size(-1)),
-                    labels.reshape(-1),
-                    ignore_index=IGNORE_INDEX,
-                    reduction="sum",
-                ).item()
-                count += int((labels != IGNORE_INDEX).sum())
+            for start in range(0, len(rows), batch_size):
+                batch = pack(rows[start : start + batch_size])
+                total += float(response_loss_sum(model, batch.to(device)))
+                count += batch.response_tokens
     finally:
         model.train(was_training)
     if count == 0:

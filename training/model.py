@@ -86,8 +86,10 @@ def _fingerprint(folder: Path, gguf_file: str | None) -> str:
     return f"{name}@{digest.hexdigest()[:10]}"
 
 
-def _safe_name(model_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", model_id).strip("-.") or "model"
+def dequantised_folder(source: BaseModelSource, cache_dir: Path) -> Path:
+    """Where a GGUF base's float32 safetensors copy lives (written on the first load)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", source.model_id).strip("-.") or "model"
+    return cache_dir / "base-models" / safe
 
 
 def load_base(settings: Settings, *, fresh: bool = False) -> tuple[object, object]:
@@ -112,7 +114,7 @@ def _load(source: BaseModelSource, cache_dir: Path) -> tuple[object, object]:
 
     folder = source.folder
     if source.gguf_file:
-        cached = cache_dir / "base-models" / _safe_name(source.model_id)
+        cached = dequantised_folder(source, cache_dir)
         if not (cached / "config.json").is_file():
             _dequantise_to_cache(source, cached)
         folder = cached

@@ -9,8 +9,10 @@ and everyone else only reads, except for the stop request:
 - ``progress.jsonl``: one JSON object per line. ``{"event": "step", "step",
   "max_steps", "loss", "lr", "tokens_per_s", "eta_s", "elapsed_s", "epoch"}`` every
   ``training.log_every`` steps; ``{"event": "eval", "phase": "before"|"after",
-  "loss"}``; ``{"event": "end", "state", "message"}`` once, last. A resumed run
-  appends to the same file.
+  "loss"}``; ``{"event": "end", "state", "message"}`` last in each session. A
+  resumed run appends to the same file, starting with ``{"event": "resume",
+  "step"}``: step records after it restart from that (checkpointed) step, so a
+  reader keeps the last record per step.
 - ``STOP``: created by whoever wants the run to end (``request_stop``). The trainer
   checks for it after every optimiser step, saves a checkpoint and ends ``stopped``;
   ``copilot train --resume`` carries on from there.
@@ -179,6 +181,23 @@ def list_runs(adapters_dir: Path) -> list[RunStatus]:
 def latest_resumable(adapters_dir: Path) -> RunStatus | None:
     resumable = [r for r in list_runs(adapters_dir) if r.resumable]
     return resumable[-1] if resumable else None
+
+
+def run_of_process(adapters_dir: Path, pid: int) -> RunFolder | None:
+    """The run that process ``pid`` of this host is training now, if its run.json says so."""
+    if not Path(adapters_dir).is_dir():
+        return None
+    for path in sorted(Path(adapters_dir).iterdir()):
+        if not (path / STATE_FILE).is_file():
+            continue
+        state = RunFolder(path).read_state()
+        if (
+            state.get("state") == RUNNING
+            and state.get("pid") == pid
+            and state.get("host") == socket.gethostname()
+        ):
+            return RunFolder(path)
+    return None
 
 
 def _alive(host: Any, pid: Any) -> bool:

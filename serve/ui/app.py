@@ -14,6 +14,7 @@ from fastapi import FastAPI  # noqa: E402
 from serve.service import CopilotService  # noqa: E402
 from serve.ui.calls import create_calls_tab  # noqa: E402
 from serve.ui.playground import create_playground_tab  # noqa: E402
+from serve.ui.train import create_train_tab  # noqa: E402
 
 
 def create_ui(service: CopilotService) -> gr.Blocks:
@@ -25,6 +26,8 @@ def create_ui(service: CopilotService) -> gr.Blocks:
                 create_calls_tab(demo, service)
             with gr.Tab("Objection playground"):
                 create_playground_tab(service)
+            with gr.Tab("Train"):
+                create_train_tab(demo, service)
     return demo
 
 

@@ -312,6 +312,140 @@ def make_objections() -> list[Objection]:
     return objections
 
 
+# Lost calls for preference pairs and judging: replies that brush the objection off.
+# (call id, outcome, objection type, customer, rep)
+LOST_PAIRS = [
+    (
+        "lost-jade",
+        "lost",
+        "price",
+        "Your price is way above the other offers we have.",
+        "Prices are going up everywhere, so you will not find it cheaper anywhere else.",
+    ),
+    (
+        "lost-jade",
+        "lost",
+        "competitor",
+        "We're also talking to Salesforce.",
+        "Salesforce is far too complicated, everyone knows that.",
+    ),
+    (
+        "lost-jade",
+        "lost",
+        "timing",
+        "We want to wait until next year.",
+        "Then you will pay more next year, our prices rise in January.",
+    ),
+    (
+        "lost-jade",
+        "lost",
+        "authority",
+        "My boss has to sign off on this.",
+        "Can't you just decide yourself? It's a simple purchase.",
+    ),
+    (
+        "lost-kite",
+        "lost",
+        "price",
+        "The licence costs too much for a team our size.",
+        "That's the standard price, we don't do discounts.",
+    ),
+    (
+        "lost-kite",
+        "lost",
+        "need",
+        "I don't think we need a CRM yet.",
+        "Every company needs a CRM, trust me on that.",
+    ),
+    (
+        "lost-kite",
+        "lost",
+        "trust",
+        "How do we know you'll still be around in five years?",
+        "We've been around a while, you'll just have to trust us.",
+    ),
+    (
+        "lost-kite",
+        "lost",
+        "contract",
+        "We can't sign a two-year contract.",
+        "Two years is our minimum term, that's how it works.",
+    ),
+    (
+        "lost-lark",
+        "lost",
+        "price",
+        "This is more than we budgeted for.",
+        "Everyone says that, but the price is fair for what you get.",
+    ),
+    (
+        "lost-lark",
+        "lost",
+        "competitor",
+        "Zoho gives us most of this for half the cost.",
+        "Zoho is a toy, you get what you pay for.",
+    ),
+    (
+        "lost-lark",
+        "lost",
+        "timing",
+        "Call me back in a few months.",
+        "Alright, I'll put a note in my calendar somewhere.",
+    ),
+    (
+        "lost-lark",
+        "lost",
+        "authority",
+        "Our IT department decides on new software.",
+        "IT always slows things down, better to go around them.",
+    ),
+    (
+        "lost-lark",
+        "lost",
+        "trust",
+        "Your reviews online are mixed.",
+        "You can't believe everything you read on the internet.",
+    ),
+    (
+        "lost-lark",
+        "lost",
+        "need",
+        "Our current spreadsheet works well enough.",
+        "Spreadsheets are old-fashioned, nobody uses them anymore.",
+    ),
+    (
+        "lost-lark",
+        "lost",
+        "contract",
+        "We need a shorter notice period.",
+        "The notice period is in the standard terms, I can't change it.",
+    ),
+]
+
+
+def with_lost_calls() -> list[Objection]:
+    """The conftest pairs plus the lost calls above, as mined objections."""
+    objections = make_objections()
+    first = len(objections)
+    for i, (call_id, outcome, kind, customer, rep) in enumerate(LOST_PAIRS, start=first):
+        objections.append(
+            Objection(
+                call_id=call_id,
+                turn_index=2 * i,
+                type=kind,
+                customer_text=customer,
+                reply_text=rep,
+                start=10.0 * i,
+                end=10.0 * i + 8.0,
+                outcome=outcome,
+                polarity=-1,
+                score=0.9,
+                method="lexicon",
+            )
+        )
+    return objections
+
+
 @pytest.fixture(scope="session")
 def objections() -> list[Objection]:
     return make_objections()

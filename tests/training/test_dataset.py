@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from copilot.errors import StateError
@@ -13,7 +15,8 @@ from training.dataset import (
     build_sft_data,
     collate,
     data_hash,
-    length_batches,
+    outcome_counts,
+    require_both_outcomes,
     split_calls,
 )
 
@@ -81,12 +84,26 @@ def test_split_calls_keeps_both_sides_non_empty():
     assert len(train) == len(evaluation) == 1
 
 
-def test_length_batches_cover_every_row_once():
-    lengths = [5, 90, 7, 88, 6, 91, 30]
-    batches = length_batches(lengths, 2, seed=3)
-    assert sorted(i for b in batches for i in b) == list(range(7))
-    assert all(max(lengths[i] for i in b) - min(lengths[i] for i in b) <= 25 for b in batches)
-    assert batches == length_batches(lengths, 2, seed=3)
+def test_both_outcome_classes_are_required(objections):
+    counts = require_both_outcomes(objections)
+    assert (counts.positive, counts.negative, counts.neutral) == (33, 2, 1)
+    assert (counts.positive_calls, counts.negative_calls) == (8, 1)
+
+    won_only = [o for o in objections if o.polarity >= 0]
+    with pytest.raises(StateError) as info:
+        require_both_outcomes(won_only)
+    assert str(info.value).startswith(
+        "the objections come from one class only: 33 from 8 positive-outcome call(s), "
+        "0 from 0 negative-outcome call(s) (1 with neither outcome)"
+    )
+    assert "Ingest lost (negative-outcome) calls" in str(info.value)
+    with pytest.raises(StateError, match="Ingest won \\(positive-outcome\\) calls"):
+        require_both_outcomes([o for o in objections if o.polarity == -1])
+    with pytest.raises(StateError, match="empty"):
+        require_both_outcomes([])
+    # A pair without a reply is no training material and does not count.
+    silent = [replace(o, reply_text=" ") for o in objections if o.polarity == -1]
+    assert outcome_counts(silent).negative == 0
 
 
 @pytest.mark.slow
