@@ -20,13 +20,11 @@ from __future__ import annotations
 import logging
 import math
 import os
-import platform
 import random
 import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +55,7 @@ from training.registry import (
 from training.runs import DONE, FAILED, RUNNING, STOPPED, RunFolder, list_runs
 
 # One copy of the trainer's metadata helpers keeps both methods' adapters alike.
-from training.trainer import TrainingRun, device_name, peak_memory, resolved_config
+from training.trainer import TrainingRun, adapter_metadata, resolved_config
 
 logger = logging.getLogger(__name__)
 
@@ -454,8 +452,17 @@ def _train(
     result = _result(run, data, steps, steps, eval_loss_before, eval_loss_after, callback, DONE)
     write_json_atomic(
         run.path / METADATA_FILE,
-        _metadata(
-            result, settings, run, metrics, callback.last_loss, trainer.state.epoch, truncated
+        adapter_metadata(
+            result,
+            settings,
+            run,
+            config=_recorded_config(settings, steps),
+            final_train_loss=callback.last_loss,
+            epochs=trainer.state.epoch,
+            truncated=truncated,  # train pairs cut to training.max_length
+            metrics=metrics,
+            extra={"dpo": run.read_state().get("dpo", {})},
+            versions={"trl": _trl_version()},
         ),
     )
     run.write_state(DONE, message=None)
@@ -504,70 +511,6 @@ def _result(
         max_steps=max_steps,
         method=METHOD,
     )
-
-
-def _metadata(
-    run: TrainingRun,
-    settings: Settings,
-    folder: RunFolder,
-    metrics: dict[str, float],
-    final_train_loss: float,
-    epochs: float | None,
-    truncated: int,
-) -> dict[str, Any]:
-    """``copilot_adapter.json``: the SFT trainer's keys, ``method: dpo`` and the DPO figures."""
-    import peft
-    import torch
-    import transformers
-    import trl
-
-    recorded = folder.read_state()
-    return {
-        "name": run.name,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "author": recorded.get("author"),
-        "method": METHOD,
-        "base_model": run.base_model,
-        "data_hash": run.data_hash,
-        "config": _recorded_config(settings, run.steps),
-        "training": {
-            **settings.training.model_dump(mode="json"),
-            "max_steps": run.steps,
-            "method": METHOD,
-        },
-        "dpo": recorded.get("dpo", {}),
-        "metrics": {
-            "eval_loss_before": run.eval_loss_before,
-            "eval_loss_after": run.eval_loss_after,
-            "eval_perplexity_before": perplexity(run.eval_loss_before),
-            "eval_perplexity_after": perplexity(run.eval_loss_after),
-            **metrics,
-            "final_train_loss": final_train_loss,
-            "tokens_per_s": run.tokens_per_s,
-            "wall_s": run.wall_s,
-            "steps": run.steps,
-            "epochs": epochs,
-            **peak_memory(),
-        },
-        "train_examples": run.train_examples,
-        "eval_examples": run.eval_examples,
-        "truncated_examples": truncated,  # train pairs cut to training.max_length
-        "train_calls": run.train_calls,
-        "eval_calls": run.eval_calls,
-        "resumes": int(recorded.get("resumes", 0)),
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "peft": peft.__version__,
-            "trl": trl.__version__,
-        },
-        "machine": {
-            "device": device_name(),
-            "platform": platform.platform(),
-            "host": recorded.get("host"),
-        },
-    }
 
 
 def _recorded_config(settings: Settings, steps: int) -> dict[str, Any]:
@@ -746,3 +689,9 @@ def _new_run_dir(registry: AdapterRegistry, name: str | None, data_hash: str) ->
             folder = registry.path_for(f"{base}-{n}")
     folder.mkdir(parents=True)
     return folder
+
+
+def _trl_version() -> str:
+    import trl
+
+    return trl.__version__

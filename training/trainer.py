@@ -403,7 +403,15 @@ def _run_loop(
     result = _result(run, data, steps, steps, eval_loss_before, eval_loss_after, clock, DONE)
     write_json_atomic(
         run.path / METADATA_FILE,
-        _metadata(result, settings, run, data, last_loss, order.epochs_done),
+        adapter_metadata(
+            result,
+            settings,
+            run,
+            config=_with_steps(resolved_config(settings), steps),
+            final_train_loss=last_loss,
+            epochs=order.epochs_done,
+            truncated=data.truncated,
+        ),
     )
     run.write_state(DONE, message=None)
     run.log({"event": "end", "state": DONE, "message": None})
@@ -490,15 +498,24 @@ def _result(
     )
 
 
-def _metadata(
+def adapter_metadata(
     run: TrainingRun,
     settings: Settings,
     folder: RunFolder,
-    data: Any,
+    *,
+    config: dict[str, Any],
     final_train_loss: float,
-    epochs: float,
+    epochs: float | None,
+    truncated: int,
+    metrics: dict[str, float] | None = None,
+    extra: dict[str, Any] | None = None,
+    versions: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """``copilot_adapter.json``: enough to tell what the adapter is and to train it again."""
+    """``copilot_adapter.json``: enough to tell what the adapter is and to train it again.
+
+    Both methods write it; ``metrics``, ``extra`` (top-level keys) and ``versions``
+    add what only one method has (DPO's preference figures, its ``dpo`` block, trl).
+    """
     import peft
     import torch
     import transformers
@@ -508,17 +525,23 @@ def _metadata(
         "name": run.name,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "author": recorded.get("author"),
-        "method": "sft",
+        "method": run.method,
         "base_model": run.base_model,
         "data_hash": run.data_hash,
         # The whole resolved settings; the data dir is left out (see "machine").
-        "config": _with_steps(resolved_config(settings), run.steps),
-        "training": {**settings.training.model_dump(mode="json"), "max_steps": run.steps},
+        "config": config,
+        "training": {
+            **settings.training.model_dump(mode="json"),
+            "max_steps": run.steps,
+            "method": run.method,
+        },
+        **(extra or {}),
         "metrics": {
             "eval_loss_before": run.eval_loss_before,
             "eval_loss_after": run.eval_loss_after,
             "eval_perplexity_before": perplexity(run.eval_loss_before),
             "eval_perplexity_after": perplexity(run.eval_loss_after),
+            **(metrics or {}),
             "final_train_loss": final_train_loss,
             "tokens_per_s": run.tokens_per_s,
             "wall_s": run.wall_s,
@@ -528,15 +551,16 @@ def _metadata(
         },
         "train_examples": run.train_examples,
         "eval_examples": run.eval_examples,
-        "truncated_examples": data.truncated,
-        "train_calls": data.train_calls,
-        "eval_calls": data.eval_calls,
+        "truncated_examples": truncated,
+        "train_calls": run.train_calls,
+        "eval_calls": run.eval_calls,
         "resumes": int(recorded.get("resumes", 0)),
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,
             "transformers": transformers.__version__,
             "peft": peft.__version__,
+            **(versions or {}),
         },
         # Machine-specific, for reading only: nothing here is reused to train again.
         "machine": {
