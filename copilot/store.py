@@ -178,8 +178,11 @@ class IngestBatch:
     jobs: list[IngestJob]
 
 
-def _process_alive(host: str, pid: int) -> bool:
-    """Whether the process that owns a batch still runs (only knowable on the same host)."""
+def process_alive(host: str | None, pid: int) -> bool:
+    """Whether the process that owns a batch or a training run still runs.
+
+    Only knowable on the same host; elsewhere it is assumed alive.
+    """
     if host != socket.gethostname():
         return True  # another machine's run: assume alive rather than steal its batch
     try:
@@ -229,7 +232,7 @@ class Store:
                 .where(IngestBatchRow.key == key, IngestBatchRow.status == "running")
                 .order_by(IngestBatchRow.started_at.desc())
             ).first()
-            resumed = candidate is not None and not _process_alive(candidate.host, candidate.pid)
+            resumed = candidate is not None and not process_alive(candidate.host, candidate.pid)
             if resumed:
                 batch = candidate
                 batch.host, batch.pid = socket.gethostname(), os.getpid()

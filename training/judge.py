@@ -428,28 +428,22 @@ def bootstrap_mean_interval(
     data = np.asarray(values, dtype=np.float64)
     if len(data) < 2 or np.ptp(data) == 0:
         return float(data.mean()), float(data.mean())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # scipy warns before returning NaN for degenerate data
-        result = bootstrap(
-            (data,),
-            np.mean,
-            confidence_level=confidence,
-            n_resamples=BOOTSTRAP_RESAMPLES,
-            method="BCa",
-            rng=np.random.default_rng(seed),
-        )
-    low, high = result.confidence_interval.low, result.confidence_interval.high
-    if not (np.isfinite(low) and np.isfinite(high)):
-        # BCa's acceleration is undefined when a few values dominate; percentile still works.
-        result = bootstrap(
-            (data,),
-            np.mean,
-            confidence_level=confidence,
-            n_resamples=BOOTSTRAP_RESAMPLES,
-            method="percentile",
-            rng=np.random.default_rng(seed),
-        )
+    # BCa first; its acceleration is undefined when a few values dominate, and then
+    # the percentile interval still works.
+    for method in ("BCa", "percentile"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # scipy warns before returning NaN for such data
+            result = bootstrap(
+                (data,),
+                np.mean,
+                confidence_level=confidence,
+                n_resamples=BOOTSTRAP_RESAMPLES,
+                method=method,
+                rng=np.random.default_rng(seed),
+            )
         low, high = result.confidence_interval.low, result.confidence_interval.high
+        if np.isfinite(low) and np.isfinite(high):
+            break
     return float(low), float(high)
 
 

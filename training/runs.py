@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from copilot.store import process_alive
 from training.registry import METADATA_FILE, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -201,13 +202,5 @@ def run_of_process(adapters_dir: Path, pid: int) -> RunFolder | None:
 
 
 def _alive(host: Any, pid: Any) -> bool:
-    if not isinstance(pid, int) or host != socket.gethostname():
-        # Another machine's run: it cannot be checked from here, so trust run.json.
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    # A run.json without a usable pid cannot be checked, so it is trusted.
+    return not isinstance(pid, int) or process_alive(host if isinstance(host, str) else None, pid)

@@ -290,26 +290,29 @@ PAIRS = [
 ]
 
 
-def make_objections() -> list[Objection]:
-    outcomes = {"won": 1, "lost": -1}
-    objections = []
-    for i, (call_id, outcome, kind, customer, rep) in enumerate(PAIRS):
-        objections.append(
-            Objection(
-                call_id=call_id,
-                turn_index=2 * i,
-                type=kind,
-                customer_text=customer,
-                reply_text=rep,
-                start=10.0 * i,
-                end=10.0 * i + 8.0,
-                outcome=outcome,
-                polarity=outcomes.get(outcome, 0),
-                score=0.9,
-                method="lexicon",
-            )
+def as_objections(rows: list[tuple], first_index: int = 0) -> list[Objection]:
+    """Mined objections from (call id, outcome, type, customer, rep) rows."""
+    polarity = {"won": 1, "lost": -1}
+    return [
+        Objection(
+            call_id=call_id,
+            turn_index=2 * i,
+            type=kind,
+            customer_text=customer,
+            reply_text=rep,
+            start=10.0 * i,
+            end=10.0 * i + 8.0,
+            outcome=outcome,
+            polarity=polarity.get(outcome, 0),
+            score=0.9,
+            method="lexicon",
         )
-    return objections
+        for i, (call_id, outcome, kind, customer, rep) in enumerate(rows, start=first_index)
+    ]
+
+
+def make_objections() -> list[Objection]:
+    return as_objections(PAIRS)
 
 
 # Lost calls for preference pairs and judging: replies that brush the objection off.
@@ -425,25 +428,7 @@ LOST_PAIRS = [
 
 def with_lost_calls() -> list[Objection]:
     """The conftest pairs plus the lost calls above, as mined objections."""
-    objections = make_objections()
-    first = len(objections)
-    for i, (call_id, outcome, kind, customer, rep) in enumerate(LOST_PAIRS, start=first):
-        objections.append(
-            Objection(
-                call_id=call_id,
-                turn_index=2 * i,
-                type=kind,
-                customer_text=customer,
-                reply_text=rep,
-                start=10.0 * i,
-                end=10.0 * i + 8.0,
-                outcome=outcome,
-                polarity=-1,
-                score=0.9,
-                method="lexicon",
-            )
-        )
-    return objections
+    return make_objections() + as_objections(LOST_PAIRS, first_index=len(PAIRS))
 
 
 @pytest.fixture(scope="session")

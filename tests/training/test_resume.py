@@ -126,11 +126,18 @@ def test_sigkilled_cli_run_resumes_through_the_cli(
     command += ["--config", str(config), "train"]
     folder = RunFolder(data_dir / "adapters" / "killed")
 
-    # Kill the child with SIGKILL once its first checkpoint is on disk
+    def bar_steps() -> list[int]:
+        text = (tmp_path / "child.log").read_text(errors="replace")
+        return [int(n) for n in re.findall(r"train: +\d+%\|[^|]*\| (\d)/6", text)]
+
+    # Kill the child with SIGKILL once its first checkpoint is on disk and its bar,
+    # which polls progress.jsonl every 0.5 s, has had the chance to show that step
     log = (tmp_path / "child.log").open("wb")
     child = subprocess.Popen([*command, "--name", "killed"], cwd=REPO, stdout=log, stderr=log)
     deadline = time.monotonic() + 900
-    while not checkpoints(folder) and child.poll() is None and time.monotonic() < deadline:
+    while child.poll() is None and time.monotonic() < deadline:
+        if checkpoints(folder) and max(bar_steps(), default=0) >= RECIPE["checkpoint_every"]:
+            break
         time.sleep(0.2)
     assert checkpoints(folder), (tmp_path / "child.log").read_text()[-3000:]
     os.kill(child.pid, signal.SIGKILL)
@@ -141,8 +148,7 @@ def test_sigkilled_cli_run_resumes_through_the_cli(
     assert status.state == FAILED and status.resumable  # run.json still says running
     assert not folder.finished
     # The child's bar followed progress.jsonl: it got at least to the checkpointed step.
-    bar = re.findall(r"train: +\d+%\|[^|]*\| (\d)/6", (tmp_path / "child.log").read_text())
-    assert bar and max(map(int, bar)) >= RECIPE["checkpoint_every"]
+    assert max(bar_steps(), default=0) >= RECIPE["checkpoint_every"]
 
     # `train --resume` (no name: the newest resumable run) finishes it
     done = subprocess.run(
