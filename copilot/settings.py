@@ -161,6 +161,137 @@ class SourceSettings(_Strict):
     craigslist: CraigslistSettings = CraigslistSettings()
 
 
+class AccountSettings(_Strict):
+    """Account context: importing, the clock that signals are computed at."""
+
+    # "data": the latest time stored in the account data (an imported history is scored as
+    # of its own last day; a live event feed moves it forward); "wall": the server's clock.
+    clock: Literal["data", "wall"] = "data"
+    currency: str = "USD"  # amounts in another currency are refused, not converted
+    # Spellings in imported data mapped to one name (the CRM sample writes "technolgy").
+    sector_aliases: dict[str, str] = {}
+    # Product names in imported rows mapped to the price list's (the CRM writes "GTXPro").
+    product_aliases: dict[str, str] = {}
+
+    @field_validator("currency")
+    @classmethod
+    def _iso_code(cls, value: str) -> str:
+        code = value.strip().upper()
+        if len(code) != 3 or not code.isascii() or not code.isalpha():
+            raise ValueError(
+                f"accounts.currency must be an ISO 4217 code such as USD; got {value!r}"
+            )
+        return code
+
+
+class SignalSettings(_Strict):
+    """Thresholds and weights of the account signals (copilot/signals.py)."""
+
+    # Signal type -> weight in [0, 1]; a type left out keeps copilot.signals.DEFAULT_WEIGHTS.
+    weights: dict[str, float] = {}
+    inactivity_days: int = Field(30, ge=1)
+    recent_call_days: int = Field(90, ge=1)
+    tender_horizon_hours: float = Field(168, gt=0)
+    budget_closing_days: int = Field(30, ge=1)
+    contact_change_days: int = Field(60, ge=1)
+    policy_days: int = Field(90, ge=1)
+    low_stock_units: int = Field(20, ge=0)
+    # Available units above the account's median order times this are "high stock".
+    high_stock_factor: float = Field(5.0, gt=1)
+    # Purchases (order days) needed before the median gap between them is a rhythm.
+    rhythm_min_orders: int = Field(3, ge=2)
+    # Share of the median gap an order may be late before it counts as overdue.
+    rhythm_tolerance: float = Field(0.25, ge=0)
+    # Matched case-folded as substrings of a contact's role: "采购负责人" matches "采购".
+    procurement_roles: list[str] = ["procurement", "purchasing", "buyer", "采购"]
+    competitors: list[str] = []
+
+    @field_validator("weights")
+    @classmethod
+    def _known_weights(cls, value: dict[str, float]) -> dict[str, float]:
+        from copilot.signals import SIGNAL_TYPES  # imported here: signals imports these settings
+
+        unknown = sorted(set(value) - set(SIGNAL_TYPES))
+        if unknown:
+            raise ValueError(
+                f"unknown signal type(s) {unknown}; use one of {sorted(SIGNAL_TYPES)}"
+            )
+        outside = {k: w for k, w in value.items() if not 0 <= w <= 1}
+        if outside:
+            raise ValueError(f"weights must lie in [0, 1]; got {outside}")
+        return value
+
+
+class WinModelSettings(_Strict):
+    """The deal model (copilot/scoring.py): a time split of the historical opportunities."""
+
+    # Closed deals ordered by close date: train on the earliest, calibrate (Platt) on the next
+    # calibration_share, test on the last test_share. train_until (ISO date) fixes the first
+    # cutoff instead; calibration then takes the next calibration_share and test the rest.
+    # Calibration should span about a quarter: the CRM's win rate swings with the quarter
+    # (about 0.5 for deals closing in its first month, 0.8 in its last), and a shorter period
+    # calibrates to wherever in that cycle it falls.
+    train_until: str | None = None
+    calibration_share: float = Field(0.25, gt=0, lt=1)
+    test_share: float = Field(0.25, gt=0, lt=1)
+    regularization: float = Field(1.0, gt=0)  # LogisticRegression's C (smaller = stronger L2)
+    # Win rates are smoothed towards the training base rate with this many pseudo-deals, so
+    # an account with 2 deals won of 2 does not read as a sure thing.
+    history_prior_deals: float = Field(10.0, ge=0)
+    # Log-odds shifts for signals the history cannot teach (the CRM has no tenders or
+    # contacts): stated priors, shown as such in every explanation. The size is applied in
+    # the signal's own direction when it has one; signal types the model learns are refused.
+    signal_priors: dict[str, float] = {}
+
+
+class RuleSettings(_Strict):
+    """Recommendation rules (copilot/rules.py): re-read on change, a broken edit keeps the old."""
+
+    path: str | None = None  # null = configs/rules.yaml
+
+
+class QuoteSettings(_Strict):
+    """Quote strategies (copilot/quotes.py) and the win-versus-discount curve (copilot/pricing.py)."""
+
+    # Floor = max(margin_floor, unit_cost * (1 + min_margin)) when the unit cost is known.
+    min_margin: float = Field(0.1, ge=0, lt=1)
+    max_discount: float = Field(0.3, gt=0, lt=1)  # no strategy goes deeper, floor or not
+    # value_premium: the price over list (0 = at list), held for price_lock_months, with
+    # value_terms written in the team's language.
+    premium_uplift: float = Field(0.0, ge=0, lt=1)
+    price_lock_months: int = Field(12, ge=0)
+    value_terms: list[str] = ["extended warranty", "priority support"]
+    # volume_term: this discount for at least volume_quantity_factor x the requested quantity,
+    # and the same unit price on repeat orders over a term_months commitment.
+    volume_discount: float = Field(0.08, ge=0, lt=1)
+    volume_quantity_factor: float = Field(1.5, ge=1)
+    term_months: int = Field(24, ge=1)
+    # phased_bundle: this discount on every line of a bundle with a complementary product.
+    bundle_discount: float = Field(0.05, ge=0, lt=1)
+    # Replenishment lead time when neither the stock record nor the price list gives one.
+    default_lead_time_days: int = Field(30, ge=0)
+    # A discount deeper than this percentile of the product's won deals is a risk.
+    won_discount_percentile: float = Field(90, gt=0, lt=100)
+
+
+class AlertSettings(_Strict):
+    """Alert delivery (serve/alerts.py): server-sent events and webhooks."""
+
+    webhooks: list[str] = []  # URLs that receive every alert (POST /v1/webhooks adds more)
+    # HMAC-SHA256 key for the X-Copilot-Signature header of the configured webhooks; keep it in
+    # your own config file, never in the repository. None = unsigned.
+    webhook_secret: str | None = None
+    webhook_attempts: int = Field(5, ge=1, le=20)
+    webhook_timeout_s: float = Field(5.0, gt=0)
+    # Backoff between attempts: random in [0, min(max, base * 2**attempt)] ("full jitter").
+    webhook_backoff_s: float = Field(0.5, gt=0)
+    webhook_backoff_max_s: float = Field(30.0, gt=0)
+    cooldown_hours: float = Field(24, ge=0)  # the same recommendation is not re-alerted sooner
+    # Alerts buffered per stream subscriber; a slower reader loses the oldest and is told so.
+    subscriber_queue: int = Field(256, ge=1)
+    replay_limit: int = Field(500, ge=1)  # alerts re-sent to a stream resuming from Last-Event-ID
+
+
 class Settings(_Strict):
     data_dir: Path
     models: ModelSettings = ModelSettings()
@@ -172,6 +303,12 @@ class Settings(_Strict):
     serve: ServeSettings = ServeSettings()
     redaction: RedactionSettings = RedactionSettings()
     sources: SourceSettings = SourceSettings()
+    accounts: AccountSettings = AccountSettings()
+    signals: SignalSettings = SignalSettings()
+    win_model: WinModelSettings = WinModelSettings()
+    rules: RuleSettings = RuleSettings()
+    quotes: QuoteSettings = QuoteSettings()
+    alerts: AlertSettings = AlertSettings()
 
     # Where each kind of state lives under the one data directory.
     @property
@@ -193,6 +330,19 @@ class Settings(_Strict):
     @property
     def uploads_dir(self) -> Path:
         return self.data_dir / "uploads"
+
+    @property
+    def models_dir(self) -> Path:
+        """Fitted account models: the win model and the discount curve."""
+        return self.data_dir / "models"
+
+    @property
+    def rules_path(self) -> Path:
+        return (
+            Path(self.rules.path).expanduser()
+            if self.rules.path
+            else REPO_ROOT / "configs" / "rules.yaml"
+        )
 
     def with_training(self, overrides: dict[str, Any]) -> Settings:
         """A copy whose training section has ``overrides`` applied (validated)."""

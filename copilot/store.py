@@ -379,6 +379,33 @@ class Store:
             rows = s.scalars(select(CallRow).order_by(CallRow.call_id)).all()
             return [_record(r, []) for r in rows]
 
+    def account_calls(self, account_id: str) -> list[CallRecord]:
+        """The account's calls with their turns, oldest first (undated ones first)."""
+        with self.session() as s:
+            rows = s.scalars(
+                select(CallRow).where(CallRow.account_id == account_id).order_by(CallRow.date)
+            ).all()
+            return [_record(r, [_turn(t) for t in r.turns]) for r in rows]
+
+    def dataset_calls(self, dataset: str) -> list[CallRecord]:
+        """Calls of one public corpus (``extra.dataset``, e.g. "craigslist"), with their turns."""
+        with self.session() as s:
+            rows = s.scalars(
+                select(CallRow)
+                .where(CallRow.extra["dataset"].as_string() == dataset)
+                .order_by(CallRow.call_id)
+            ).all()
+            return [_record(r, [_turn(t) for t in r.turns]) for r in rows]
+
+    def version(self) -> tuple[int, str | None, int]:
+        """A cheap fingerprint of what is stored (calls, the latest ingest, objections):
+        caches of call-derived facts compare it instead of re-reading every call."""
+        with self.session() as s:
+            calls = s.scalar(select(func.count()).select_from(CallRow)) or 0
+            latest = s.scalar(select(func.max(CallRow.ingested_at)))
+            objections = s.scalar(select(func.count()).select_from(ObjectionRow)) or 0
+        return calls, latest, objections
+
     def turns(self, call_id: str) -> list[Turn]:
         with self.session() as s:
             rows = s.scalars(

@@ -19,6 +19,7 @@ import typer
 
 from copilot.errors import CopilotError
 from copilot.settings import REPO_ROOT, Settings, load_settings, read_recipe
+from serve.commands.accounts import accounts_app, quote_command, recommend_command
 from serve.commands.adapters import adapters_app
 from serve.commands.dataset import dataset_app
 from serve.commands.evaluate import eval_command
@@ -448,6 +449,9 @@ def demo(
 app.command("eval")(eval_command)
 app.add_typer(adapters_app, name="adapters")
 app.add_typer(dataset_app, name="dataset")
+app.add_typer(accounts_app, name="accounts")
+app.command("recommend")(recommend_command)
+app.command("quote")(quote_command)
 
 
 def run() -> None:

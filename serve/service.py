@@ -48,6 +48,7 @@ class CopilotService:
         self._index = None
         self._generator = None
         self._ingestor = None
+        self._accounts = None
 
     # --- lazily built pieces -----------------------------------------------
 
@@ -79,6 +80,19 @@ class CopilotService:
 
                 self._generator = ReplyGenerator(self.settings)
         return self._generator
+
+    @property
+    def accounts(self):
+        """The account side (serve/accounts.py): signals, win likelihood, rules, quotes."""
+        with self._lock:
+            if self._accounts is None:
+                from serve.accounts import AccountsService
+                from serve.talking_points import TalkingPointWriter
+
+                self._accounts = AccountsService(
+                    self.settings, self.store, talking_points=TalkingPointWriter(self)
+                )
+        return self._accounts
 
     @property
     def registry(self):

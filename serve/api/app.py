@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from serve.api.errors import install_error_handlers
 from serve.api.limits import UploadLimitMiddleware
-from serve.api.routes import calls, chat, health, objections
+from serve.api.routes import accounts, calls, chat, health, objections
 from serve.service import CopilotService
 
 UI_PATH = "/ui"
@@ -30,6 +30,7 @@ def create_app(service: CopilotService, with_ui: bool = True) -> FastAPI:
     app.include_router(objections.router)
     app.include_router(chat.router)
     app.include_router(calls.router)
+    app.include_router(accounts.router)
 
     max_bytes = int(service.settings.serve.max_upload_mb * 2**20)
     app.add_middleware(UploadLimitMiddleware, max_bytes=max_bytes)

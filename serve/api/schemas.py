@@ -16,12 +16,12 @@ def _not_blank(value: str) -> str:
     return value
 
 
-class _Request(BaseModel):
+class StrictBody(BaseModel):
     # A misspelt optional field would otherwise be dropped without a word.
     model_config = ConfigDict(extra="forbid")
 
 
-class ObjectionRequest(_Request):
+class ObjectionRequest(StrictBody):
     text: str = Field(description="What the customer said.", max_length=4000)
     account_id: str | None = Field(None, description="Account the call is about.")
     adapter: str | None = Field(None, description="Adapter name; omitted = the promoted one.")
@@ -32,12 +32,12 @@ class ObjectionRequest(_Request):
         return _not_blank(value)
 
 
-class ChatMessage(_Request):
+class ChatMessage(StrictBody):
     role: Literal["user", "assistant", "system"]
     content: str = Field(max_length=8000)
 
 
-class ChatRequest(_Request):
+class ChatRequest(StrictBody):
     messages: list[ChatMessage] = Field(min_length=1, max_length=64)
     account_id: str | None = None
 

@@ -1,0 +1,120 @@
+"""Accounts: signals, win likelihood, recommendations and quote strategies for reps.
+
+The handlers are plain ``def``s: FastAPI runs them in its threadpool, so the
+model scoring and the talking points' generation never block the event loop.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from copilot.schemas import QuoteStrategy, Recommendation, Signal, WinScore
+from serve.api.deps import Service
+from serve.api.schemas import StrictBody
+
+router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
+
+AsOf = Annotated[
+    datetime | None,
+    Query(description="Compute at this ISO 8601 time; omitted = the latest stored account fact."),
+]
+
+
+class SignalsOut(BaseModel):
+    account_id: str
+    as_of: str
+    signals: list[Signal]
+
+
+class ScoreOut(BaseModel):
+    account_id: str
+    win_likelihood: float = Field(description="Calibrated chance to win, 0-1.")
+    score: WinScore
+    signals: list[Signal]
+
+
+class RecommendationsOut(BaseModel):
+    account_id: str
+    recommendations: list[Recommendation]
+    rules_version: str | None = None
+    rules_error: str | None = Field(
+        None, description="Set when the rule file's latest edit is broken (older rules in force)."
+    )
+
+
+class QuoteItem(StrictBody):
+    product_id: str = Field(min_length=1, max_length=200)
+    quantity: int = Field(ge=1, le=10_000_000)
+
+
+class QuoteRequest(StrictBody):
+    items: list[QuoteItem] = Field(min_length=1, max_length=20)
+    as_of: datetime | None = None
+    talking_points: bool = Field(
+        True, description="Ask the language model for talking points citing won calls."
+    )
+
+
+class QuoteOut(BaseModel):
+    account_id: str
+    as_of: str
+    base_win_likelihood: float
+    strategies: list[QuoteStrategy]
+    discount_curve: dict
+
+
+@router.get("/{account_id}/signals", response_model=SignalsOut)
+def read_signals(account_id: str, service: Service, as_of: AsOf = None) -> SignalsOut:
+    """The account's signals, each with its value, weight, direction and evidence."""
+    accounts = service.accounts
+    ctx_time = as_of or accounts.clock()
+    return SignalsOut(
+        account_id=account_id,
+        as_of=ctx_time.isoformat(),
+        signals=accounts.signals(account_id, ctx_time),
+    )
+
+
+@router.get("/{account_id}/score", response_model=ScoreOut)
+def read_score(account_id: str, service: Service, as_of: AsOf = None) -> ScoreOut:
+    """The win likelihood and the inputs that raised or lowered it."""
+    scored = service.accounts.score(account_id, as_of)
+    return ScoreOut(
+        account_id=account_id,
+        win_likelihood=scored.win.win_likelihood,
+        score=scored.win,
+        signals=scored.signals,
+    )
+
+
+@router.get("/{account_id}/recommendations", response_model=RecommendationsOut)
+def read_recommendations(
+    account_id: str, service: Service, as_of: AsOf = None
+) -> RecommendationsOut:
+    """What to do next: the rules that fire, with priority, owner, due time and signals."""
+    accounts = service.accounts
+    recommendations = accounts.recommendations(account_id, as_of)
+    book = accounts.rulebook
+    return RecommendationsOut(
+        account_id=account_id,
+        recommendations=recommendations,
+        rules_version=book.version,
+        rules_error=book.last_error,
+    )
+
+
+@router.post("/{account_id}/quote-strategies", response_model=QuoteOut)
+def create_quote_strategies(account_id: str, body: QuoteRequest, service: Service) -> QuoteOut:
+    """Three quote strategies that differ in kind, all within the margin floor, the stock
+    plus lead time and the known budget (a strategy over budget says so)."""
+    result = service.accounts.quote(
+        account_id,
+        [(i.product_id, i.quantity) for i in body.items],
+        body.as_of,
+        with_talking_points=body.talking_points,
+    )
+    return QuoteOut(**result.to_dict())

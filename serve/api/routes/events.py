@@ -1,0 +1,79 @@
+"""Events: ``POST /v1/events`` stores one and answers 202; ``GET /v1/events/{id}`` shows its chain."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.concurrency import run_in_threadpool
+
+from copilot.errors import InputError
+from copilot.event_store import EventInfo
+from copilot.events import EventIn
+from serve.api.errors import ApiError
+from serve.events import EventPipeline, events_lifespan
+
+# The lifespan starts the pipeline's worker with the server and stops it on shutdown.
+router = APIRouter(prefix="/v1/events", tags=["events"], lifespan=events_lifespan)
+
+MAX_EVENT_BYTES = 256 * 1024
+
+
+def get_pipeline(request: Request) -> EventPipeline:
+    pipeline = getattr(request.app.state, "events", None)
+    if pipeline is None:
+        raise ApiError(
+            503,
+            "unavailable",
+            "events are not enabled on this server (no event pipeline is attached); "
+            "start it with `copilot serve`",
+        )
+    return pipeline
+
+
+Pipeline = Annotated[EventPipeline, Depends(get_pipeline)]
+
+_EVENT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": EventIn.model_json_schema()}},
+    }
+}
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=EventInfo,
+    openapi_extra=_EVENT_BODY,
+    responses={
+        200: {"description": "The key was seen before with this body: the first result."},
+        400: {"description": "The event is malformed; the message names the field."},
+        404: {"description": "The account is not known."},
+        409: {"description": "The key was used before for another body."},
+    },
+)
+async def post_event(request: Request, response: Response, pipeline: Pipeline) -> EventInfo:
+    """Store one event and answer at once; the alerts it leads to follow on /v1/alerts/stream."""
+    raw = await request.body()
+    if len(raw) > MAX_EVENT_BYTES:
+        raise ApiError(
+            413,
+            "too_large",
+            f"the event is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES} (send one fact per event)",
+        )
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise InputError(f"the body is not JSON ({exc}); send the event as a JSON object") from exc
+    info = await run_in_threadpool(pipeline.submit, body)
+    if info.duplicate:
+        response.status_code = 200
+    return info
+
+
+@router.get("/{event_id}", response_model=EventInfo)
+def read_event(event_id: str, pipeline: Pipeline) -> EventInfo:
+    """The event, its status, and the signals, recommendations and alerts it led to."""
+    return pipeline.event(event_id)
