@@ -141,6 +141,19 @@ class ImportReport:
             "wall_s": round(self.wall_s, 3),
         }
 
+    def summary(self) -> str:
+        """A few lines for people: totals, then one line per kind, then the warnings."""
+        lines = [
+            f"imported {self.records} records from {len(self.files)} files in {self.wall_s:.1f} s"
+        ]
+        for kind, c in sorted(self.kinds.items()):
+            lines.append(
+                f"  {kind:<16} {c.inserted} new, {c.updated} updated, {c.unchanged} unchanged, "
+                f"{c.stale} stale"
+            )
+        lines += [f"  warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
 
 # --- cells ------------------------------------------------------------------
 
@@ -422,6 +435,17 @@ def _read(path: Path, settings: AccountSettings) -> tuple[list[tuple[Record, _Dr
             f"({', '.join(sorted(KIND_FILES))}) with at least one row"
         )
     return rows, reading
+
+
+def is_account_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder of account data (``copilot accounts import``), not calls.
+
+    Call ingest skips such folders, so that ``copilot ingest data/sample`` does not read the
+    sample's tenders.json as a transcript."""
+    if not path.is_dir():
+        return False
+    maven, ours, _ = _sort_files(path)
+    return bool(maven or ours)
 
 
 def _sort_files(path: Path) -> tuple[dict[str, Path], list[tuple[str | None, Path]], list[Path]]:

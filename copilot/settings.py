@@ -213,9 +213,7 @@ class SignalSettings(_Strict):
 
         unknown = sorted(set(value) - set(SIGNAL_TYPES))
         if unknown:
-            raise ValueError(
-                f"unknown signal type(s) {unknown}; use one of {sorted(SIGNAL_TYPES)}"
-            )
+            raise ValueError(f"unknown signal type(s) {unknown}; use one of {sorted(SIGNAL_TYPES)}")
         outside = {k: w for k, w in value.items() if not 0 <= w <= 1}
         if outside:
             raise ValueError(f"weights must lie in [0, 1]; got {outside}")

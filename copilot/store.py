@@ -387,6 +387,14 @@ class Store:
             ).all()
             return [_record(r, [_turn(t) for t in r.turns]) for r in rows]
 
+    def call_account_ids(self) -> set[str]:
+        """The accounts that have at least one stored call."""
+        with self.session() as s:
+            rows = s.scalars(
+                select(CallRow.account_id).where(CallRow.account_id.is_not(None)).distinct()
+            ).all()
+            return set(rows)
+
     def dataset_calls(self, dataset: str) -> list[CallRecord]:
         """Calls of one public corpus (``extra.dataset``, e.g. "craigslist"), with their turns."""
         with self.session() as s:

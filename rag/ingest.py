@@ -28,6 +28,7 @@ from typing import Any
 from tqdm import tqdm
 
 from copilot.errors import CopilotError, InputError
+from copilot.importers import is_account_folder
 from copilot.schemas import CallRecord, Chunk, Turn
 from copilot.settings import Settings
 from copilot.store import IngestJob, Store
@@ -89,7 +90,15 @@ def discover(paths: list[Path]) -> Iterator[Path]:
         if is_folder_input(path):
             yield path
         elif path.is_dir():
+            skipped = [d for d in [path, *path.rglob("*")] if is_account_folder(d)]
+            for folder in skipped:
+                logger.info(
+                    "skipped %s: it holds account data; import it with `copilot accounts import`",
+                    folder,
+                )
             for child in sorted(path.rglob("*")):
+                if any(folder in child.parents for folder in skipped):
+                    continue
                 if is_folder_input(child):
                     yield child
                 elif (

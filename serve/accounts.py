@@ -10,10 +10,11 @@ directory beside the data they were fitted on).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 WIN_MODEL_FILE = "win_model.json"
 CURVE_FILE = "discount_curve.json"
+# How often the call store is asked whether calls or objections changed.
+CALLS_CHECK_S = 1.0
 # The curve is learned from these negotiations; ingest them to fit it.
 CURVE_DATASET = "craigslist"
 
@@ -97,9 +100,13 @@ class AccountsService:
         self._rulebook: RuleBook | None = None
         self._model: WinModel | None = None
         self._curve: DiscountCurve | None = None
+        self._curve_version: Any = None
         self._won_discounts: dict | None = None
         self._notes: dict[str, list[CallNote]] = {}
         self._notes_version: Any = None
+        self._accounts_with_calls: set[str] = set()
+        self._calls_version: Any = None
+        self._calls_checked = -math.inf
 
     # --- lazily built pieces ---------------------------------------------------
 
@@ -123,23 +130,42 @@ class AccountsService:
 
     @property
     def curve(self) -> DiscountCurve:
+        """The win-versus-discount curve, refitted when the stored negotiations change."""
         with self._lock:
-            if self._curve is None:
-                path = self.settings.models_dir / CURVE_FILE
-                if path.exists():
-                    self._curve = DiscountCurve.load(path)
-                else:
-                    self._curve = self._fit_curve(path)
+            version = self._stored_calls_version()
+            if self._curve is not None and version == self._curve_version:
+                return self._curve
+            path = self.settings.models_dir / CURVE_FILE
+            negotiations = self.calls.dataset_calls(CURVE_DATASET)
+            saved = self._saved_curve(path)
+            if saved is not None and saved.is_current(negotiations):
+                self._curve = saved
+            else:
+                self._curve = self._fit_curve(negotiations, path)
+            self._curve_version = version
             return self._curve
 
-    def _fit_curve(self, path: Path) -> DiscountCurve:
-        negotiations = self.calls.dataset_calls(CURVE_DATASET)
+    @staticmethod
+    def _saved_curve(path: Path) -> DiscountCurve | None:
+        if not path.exists():
+            return None
+        try:
+            return DiscountCurve.load(path)
+        except StateError as exc:
+            logger.warning("refitting the discount curve: %s", exc)
+            return None
+
+    def _fit_curve(self, negotiations: list, path: Path) -> DiscountCurve:
         if not negotiations:
-            raise StateError(
-                "the win-versus-discount curve is learned from price negotiations, and none are "
-                "stored; run `copilot ingest ../shared/data/negotiation/craigslist` (or the "
-                "bundled data/sample/craigslist) first"
+            # Quotes still work without it: the curve is flat and says why, so a team that has
+            # only its CRM gets prices within its limits, not a refusal.
+            reason = (
+                "no price negotiations are stored, so the discount did not move the win "
+                "likelihood; run `copilot ingest ../shared/data/negotiation/craigslist` (or "
+                "the bundled data/sample/craigslist) to learn the curve"
             )
+            logger.warning("discount curve not learned: %s", reason)
+            return replace(DiscountCurve.fit([], n_dialogues=0), reason=reason)
         curve = DiscountCurve.from_calls(negotiations)
         path.parent.mkdir(parents=True, exist_ok=True)
         curve.save(path)
@@ -279,12 +305,27 @@ class AccountsService:
 
     # --- call-derived facts ------------------------------------------------------
 
+    def _stored_calls_version(self) -> Any:
+        """The call store's fingerprint, re-read at most every CALLS_CHECK_S.
+
+        Three queries per event would cost the event worker more than the signals themselves
+        at a few hundred events a second; a call ingested elsewhere shows within the interval.
+        """
+        now = time.monotonic()
+        with self._lock:
+            if now - self._calls_checked >= CALLS_CHECK_S:
+                self._calls_version, self._calls_checked = self.calls.version(), now
+            return self._calls_version
+
     def _call_notes(self, account_id: str, as_of: datetime) -> list[CallNote]:
         # Objections are re-mined as a whole, so the cache keys on the store's fingerprint.
-        version = self.calls.version()
+        version = self._stored_calls_version()
         with self._lock:
             if version != self._notes_version:
                 self._notes, self._notes_version = {}, version
+                self._accounts_with_calls = self.calls.call_account_ids()
+            if account_id not in self._accounts_with_calls:
+                return []
             if account_id not in self._notes:
                 self._notes[account_id] = self._read_notes(account_id)
             notes = self._notes[account_id]

@@ -423,7 +423,8 @@ def demo(
         int | None, typer.Option(min=1, help="Training steps (default: configs/train-quick.yaml).")
     ] = None,
 ) -> None:
-    """Ingest -> mine objections -> train a quick adapter -> answer one objection -> serve."""
+    """Ingest -> mine objections -> train a quick adapter -> answer one objection -> import
+    the sample accounts, recommend and quote -> serve."""
     from serve.demo import run_demo
 
     try:
@@ -433,6 +434,7 @@ def demo(
             QUICK_RECIPE,
             max_steps=max_steps,
             echo=typer.echo,
+            accounts=SAMPLE_DIR / "accounts",
         )
     except CopilotError as exc:
         _fail(exc)

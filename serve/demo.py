@@ -12,6 +12,7 @@ from serve.service import CopilotService
 
 logger = logging.getLogger(__name__)
 
+DEMO_QUANTITY = 20  # units in the demo's quote: more than the sample's GTX Pro stock of 6
 DEMO_OBJECTION = "Honestly this is more than I pay now, and I'm not sure I can switch this month."
 
 
@@ -21,6 +22,7 @@ def run_demo(
     recipe: Path,
     max_steps: int | None,
     echo: Callable[[str], None],
+    accounts: Path | None = None,
 ) -> None:
     started = time.perf_counter()
 
@@ -52,7 +54,44 @@ def run_demo(
     echo(f"4. customer: {DEMO_OBJECTION}\n   copilot ({answer.adapter}): {answer.reply}")
     for c in answer.citations[:3]:
         echo(f"   cites {c.call_id} {c.start:.1f}-{c.end:.1f} s")
+    if accounts is not None:
+        _accounts_step(service, accounts, echo)
     echo(
         f"done in {time.perf_counter() - started:.0f} s; data in {service.settings.data_dir}; "
         f"`copilot status` shows what is stored"
     )
+
+
+def _accounts_step(service: CopilotService, folder: Path, echo: Callable[[str], None]) -> None:
+    """Import the sample accounts, then the next move and three quotes for the busiest one."""
+    result = service.accounts.import_paths([folder])
+    scores = service.accounts.score_all()
+    echo(
+        f"5. imported {result.report.records} account records; "
+        f"{len(scores)} accounts scored as of {service.accounts.clock():%Y-%m-%d %H:%M} UTC"
+    )
+    account = max(scores, key=lambda s: (len(s.signals), s.account_id)).account_id
+    for r in service.accounts.recommendations(account)[:2]:
+        echo(f"   [{r.priority}] {r.action} (owner {r.owner}, due {r.due})")
+
+    product, quantity = _product_in_play(service, account)
+    if product is None:
+        return
+    quote = service.accounts.quote(account, [(product, quantity)])
+    echo(f"6. {account}: {quantity} x {product}, three strategies:")
+    for s in quote.strategies:
+        echo(
+            f"   {s.title}: unit {s.unit_price:,.2f} {s.currency} ({s.discount:.0%} off), "
+            f"margin {s.margin:.0%}, win {s.win_likelihood:.0%}, risk {s.risk}"
+        )
+        for point in s.talking_points[:1]:
+            cites = ", ".join(c.call_id for c in point.citations) or "no citation"
+            echo(f"     say: {point.text} [{cites}]")
+
+
+def _product_in_play(service: CopilotService, account: str) -> tuple[str | None, int]:
+    """A product the account has an open deal or a live tender for, with a plausible quantity."""
+    ctx = service.accounts.context(account)
+    tendered = [p for t in ctx.tenders for p in t.product_ids if p in ctx.products]
+    in_play = tendered or sorted(p for p in ctx.products_in_play() if p in ctx.products)
+    return (in_play[0], DEMO_QUANTITY) if in_play else (None, 0)

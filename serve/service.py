@@ -49,6 +49,7 @@ class CopilotService:
         self._generator = None
         self._ingestor = None
         self._accounts = None
+        self._events = None
 
     # --- lazily built pieces -----------------------------------------------
 
@@ -93,6 +94,19 @@ class CopilotService:
                     self.settings, self.store, talking_points=TalkingPointWriter(self)
                 )
         return self._accounts
+
+    @property
+    def events(self):
+        """The event pipeline (serve/events.py): events in, re-scored accounts, alerts out.
+
+        Its worker runs only while the app's lifespan holds it (``copilot serve``)."""
+        accounts = self.accounts  # taken first: the lock below is not re-entrant
+        with self._lock:
+            if self._events is None:
+                from serve.events import EventPipeline
+
+                self._events = EventPipeline(self.settings, accounts)
+        return self._events
 
     @property
     def registry(self):

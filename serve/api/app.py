@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from serve.api.errors import install_error_handlers
 from serve.api.limits import UploadLimitMiddleware
-from serve.api.routes import accounts, calls, chat, health, objections
+from serve.api.routes import accounts, alerts, calls, chat, events, health, objections
 from serve.service import CopilotService
 
 UI_PATH = "/ui"
@@ -25,12 +25,16 @@ def create_app(service: CopilotService, with_ui: bool = True) -> FastAPI:
         docs_url="/docs",
     )
     app.state.service = service
+    # The events router's lifespan starts this pipeline's worker with the server.
+    app.state.events = service.events
 
     app.include_router(health.router)
     app.include_router(objections.router)
     app.include_router(chat.router)
     app.include_router(calls.router)
     app.include_router(accounts.router)
+    app.include_router(events.router)
+    app.include_router(alerts.router)
 
     max_bytes = int(service.settings.serve.max_upload_mb * 2**20)
     app.add_middleware(UploadLimitMiddleware, max_bytes=max_bytes)

@@ -144,6 +144,7 @@ def recommend_command(
         at = _as_of(as_of)
         recommendations = accounts.recommendations(account, at)
         signals = accounts.signals(account, at)
+        rules_error = accounts.rulebook.last_error
     except CopilotError as exc:
         cli._fail(exc)
     if as_json:
@@ -152,12 +153,12 @@ def recommend_command(
                 "account_id": account,
                 "recommendations": [r.to_dict() for r in recommendations],
                 "signals": [s.to_dict() for s in signals],
-                "rules_error": accounts.rulebook.last_error,
+                "rules_error": rules_error and str(rules_error),
             }
         )
         return
-    if accounts.rulebook.last_error:
-        typer.echo(f"warning: {accounts.rulebook.last_error}", err=True)
+    if rules_error:
+        typer.echo(f"warning: {rules_error}", err=True)
     if not recommendations:
         typer.echo(f"no rule fires for {account} ({len(signals)} signals)")
     for r in recommendations:

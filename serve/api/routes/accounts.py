@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
+from copilot.context import as_utc
 from copilot.schemas import QuoteStrategy, Recommendation, Signal, WinScore
 from serve.api.deps import Service
 from serve.api.schemas import StrictBody
@@ -71,7 +72,7 @@ class QuoteOut(BaseModel):
 def read_signals(account_id: str, service: Service, as_of: AsOf = None) -> SignalsOut:
     """The account's signals, each with its value, weight, direction and evidence."""
     accounts = service.accounts
-    ctx_time = as_of or accounts.clock()
+    ctx_time = as_utc(as_of) if as_of is not None else accounts.clock()
     return SignalsOut(
         account_id=account_id,
         as_of=ctx_time.isoformat(),
@@ -99,11 +100,12 @@ def read_recommendations(
     accounts = service.accounts
     recommendations = accounts.recommendations(account_id, as_of)
     book = accounts.rulebook
+    error = book.last_error
     return RecommendationsOut(
         account_id=account_id,
         recommendations=recommendations,
         rules_version=book.version,
-        rules_error=book.last_error,
+        rules_error=str(error) if error is not None else None,
     )
 
 
