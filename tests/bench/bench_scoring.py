@@ -1,5 +1,6 @@
 """Win-model figures on the real CRM export (`make bench`): test-period AUC and Brier of the
-model against the stage-only and account-history baselines, fit time and scoring time.
+model against the stage-only and account-history baselines, fit time, and the time to score
+every account (the model alone, and the whole `copilot accounts score` path).
 
 Run alone: ``.venv/bin/python -m pytest -q -s tests/bench/bench_scoring.py -o
 python_files='bench_*.py'``. Reads ``../shared/data/crm/opportunities`` and skips without it.
@@ -16,6 +17,8 @@ from copilot.account_store import AccountStore
 from copilot.importers import read_path
 from copilot.scoring import WinModel
 from copilot.settings import load_settings
+from copilot.store import Store
+from serve.accounts import AccountsService
 
 CRM = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "crm" / "opportunities"
 
@@ -58,3 +61,31 @@ def test_win_model_figures(bench_report, tmp_path: Path) -> None:
     bench_report("score every account", score_s, "s", note=f"{len(contexts)} accounts")
     bench_report("score deals without an account", orphan_s, "s", note=f"{len(orphans)} deals")
     assert m.auc > stage.auc
+
+
+def test_score_every_crm_account_end_to_end(bench_report, tmp_path: Path) -> None:
+    """What `copilot accounts score` does: each account's context, its signals, its score.
+
+    Baseline, same process: the model's scoring alone over the same contexts, so the ratio
+    says what reading the store and computing the signals add."""
+    if not (CRM / "sales_pipeline.csv").is_file():
+        pytest.skip(f"real CRM data not found at {CRM}")
+    settings = load_settings(data_dir=tmp_path / "data")
+    accounts = AccountsService(settings, Store(settings.db_path))
+    accounts.import_paths([CRM])
+    model = accounts.model  # fitted by the import
+
+    started = time.perf_counter()
+    scores = accounts.score_all()
+    full_s = time.perf_counter() - started
+
+    contexts = [accounts.context(a) for a in accounts.store.account_ids()]
+    started = time.perf_counter()
+    for ctx in contexts:
+        model.score_account(ctx, [])
+    model_s = time.perf_counter() - started
+
+    signals = sum(len(s.signals) for s in scores)
+    note = f"{len(scores)} accounts, {signals} signals"
+    bench_report("score all CRM accounts (context + signals + model)", full_s, "s", model_s, note)
+    assert len(scores) == len(contexts) and all(0 <= s.win.win_likelihood <= 1 for s in scores)
