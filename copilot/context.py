@@ -17,7 +17,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 Stage = Literal["prospecting", "engaging", "won", "lost"]
 ContactChangeKind = Literal["joined", "role_changed", "left"]
@@ -44,16 +52,42 @@ def as_utc(value: Any) -> Any:
     return value
 
 
-UtcTime = Annotated[datetime, BeforeValidator(as_utc)]
+# Dates outside these years are typos (9999 for "no end", 2081 for 2018), and date arithmetic
+# near the end of the calendar overflows: refused with the field's name.
+FIRST_YEAR, LAST_YEAR = 1900, 2200
+# Counts, prices and amounts above this are typos too; their sums must stay exact in a float.
+MAX_NUMBER = 1e15
+
+
+def plausible_time(value: datetime) -> datetime:
+    if not FIRST_YEAR <= value.year <= LAST_YEAR:
+        raise ValueError(
+            f"year {value.year} is outside {FIRST_YEAR}-{LAST_YEAR}; check the date (leave an "
+            "open end empty rather than writing a far-off year)"
+        )
+    return value
+
+
+UtcTime = Annotated[datetime, BeforeValidator(as_utc), AfterValidator(plausible_time)]
 
 
 class Record(BaseModel):
     """Base of every context record: ``kind`` names the table, ``key`` the row."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: ClassVar[str]
     time: UtcTime
+
+    @model_validator(mode="after")
+    def _plausible_numbers(self) -> Record:
+        for name, value in self:
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                if abs(value) > MAX_NUMBER:
+                    raise ValueError(
+                        f"{name} = {value:g} is larger than {MAX_NUMBER:g}; check the number"
+                    )
+        return self
 
     @property
     def key(self) -> str:
@@ -184,6 +218,9 @@ class Milestone(BaseModel):
     name: str
     due: UtcTime
     done: bool = False
+    # When a tender_milestone event last changed it; None when it came with the tender. An
+    # older event for this milestone is then ignored, while one for another milestone is not.
+    observed: UtcTime | None = None
 
 
 class Tender(Record):
@@ -213,7 +250,9 @@ class StockLevel(Record):
     on_hand: int = Field(ge=0)
     incoming: int = Field(0, ge=0)
     incoming_eta: UtcTime | None = None
-    lead_time_days: int = Field(14, ge=0)  # to replenish beyond on_hand + incoming
+    # To replenish beyond on_hand + incoming; None = the price list's, else
+    # quotes.default_lead_time_days.
+    lead_time_days: int | None = Field(None, ge=0)
 
     @property
     def key(self) -> str:
@@ -266,6 +305,15 @@ class BudgetWindow(Record):
     closes: UtcTime
     amount: float | None = Field(None, ge=0)
     currency: str = "USD"
+
+    @model_validator(mode="after")
+    def _opens_before_closing(self) -> BudgetWindow:
+        if self.closes <= self.opens:
+            raise ValueError(
+                f"the window closes ({self.closes.isoformat()}) before it opens "
+                f"({self.opens.isoformat()}); swap opens and closes or fix the dates"
+            )
+        return self
 
     @property
     def key(self) -> str:

@@ -422,6 +422,19 @@ class EventStore:
             )
         return found is not None
 
+    def has_tender_event(self, account_id: str, tender_id: str) -> bool:
+        """Whether a ``tender`` event for this tender and account was accepted (maybe pending)."""
+        with self.session() as s:
+            found = s.scalar(
+                select(EventRow.seq).where(
+                    EventRow.type == "tender",
+                    EventRow.account_id == account_id,
+                    EventRow.body["data"]["tender_id"].as_string() == tender_id,
+                    EventRow.status != "failed",
+                )
+            )
+        return found is not None
+
     def finish(
         self,
         seq: int,

@@ -21,9 +21,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any, Literal, get_args
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from copilot.context import (
     Account,
@@ -41,6 +42,8 @@ from copilot.context import (
     UtcTime,
 )
 from copilot.errors import InputError
+from copilot.importers import parse_time, read_written_fields
+from copilot.settings import AccountSettings
 
 # The record each event type carries in ``data``.
 EVENT_RECORDS: dict[str, type[Record]] = {
@@ -72,6 +75,10 @@ EventType = Literal[
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 
 MAX_KEY_CHARS = 200
+# An event's time is when its fact was observed: later than the server's clock by more than
+# this is a typo or a wrong zone, and a record dated in the future would freeze its key
+# (every correct, older event for it would then be stale).
+MAX_CLOCK_SKEW = timedelta(hours=1)
 EXAMPLE_TIME = "2024-03-01T09:00:00Z"
 
 
@@ -87,7 +94,7 @@ class EventIn(BaseModel):
         "the first result, never applied twice.",
     )
     type: EventType
-    account_id: str = Field(
+    account_id: Annotated[str, StringConstraints(strip_whitespace=True)] = Field(
         min_length=1, max_length=200, description="The account the event is about (re-scored)."
     )
     time: UtcTime = Field(
@@ -111,7 +118,7 @@ class MilestoneUpdate(BaseModel):
     done: bool = False
 
 
-def parse_event(body: Any, currency: str) -> EventIn:
+def parse_event(body: Any, currency: str, settings: AccountSettings | None = None) -> EventIn:
     """The validated envelope of ``body``; its ``data`` is checked too (and currency filled in).
 
     ``currency`` is the accounts currency (settings.accounts.currency): amounts in any
@@ -126,22 +133,34 @@ def parse_event(body: Any, currency: str) -> EventIn:
         event = EventIn.model_validate(body)
     except ValidationError as exc:
         raise InputError(describe_errors(exc, str(body.get("type")), currency)) from exc
+    latest = datetime.now(UTC) + MAX_CLOCK_SKEW
+    if event.time > latest:
+        raise InputError(
+            f"time: {event.time.isoformat()} is in the future (this server's clock says "
+            f"{datetime.now(UTC).isoformat(timespec='seconds')}); send when the fact was "
+            "observed, in UTC or with its zone (a deadline or a closing date goes in data)"
+        )
 
     # The data is turned into its record once here, only to report its problems now
     # (at POST time) rather than in the worker, where no client would see them.
     if event.type == "tender_milestone":
         milestone_update(event)
     else:
-        to_records(event, currency)
+        to_records(event, currency, settings=settings)
     return event.model_copy(update={"data": _with_currency(event, currency)})
 
 
 def to_records(
-    event: EventIn, currency: str, tenders: Mapping[str, Tender] | None = None
+    event: EventIn,
+    currency: str,
+    tenders: Mapping[str, Tender] | None = None,
+    settings: AccountSettings | None = None,
 ) -> list[Record]:
     """The context records of ``event``; their ``time`` is the event's.
 
-    ``tenders`` are the account's stored tenders by id, needed only by ``tender_milestone``
+    ``data`` is read as an imported file's item is (copilot/importers.py): "US$ 5,000",
+    "2018年1月9日" and "是" are understood, and ``settings``' aliases apply. ``tenders``
+    are the account's stored tenders by id, needed only by ``tender_milestone``
     (InputError when the tender is not among them).
     """
     if event.type == "tender_milestone":
@@ -155,7 +174,7 @@ def to_records(
         return [merge_milestone(tender, update, event)]
 
     model = EVENT_RECORDS[event.type]
-    fields = _record_fields(event, model, currency)
+    fields = _record_fields(event, model, currency, settings or AccountSettings(currency=currency))
     try:
         return [model.model_validate(fields)]
     except ValidationError as exc:
@@ -165,6 +184,11 @@ def to_records(
 def milestone_update(event: EventIn) -> MilestoneUpdate:
     data = dict(event.data)
     _drop_envelope_fields(data, event)
+    if isinstance(data.get("due"), str):
+        try:
+            data["due"] = parse_time(data["due"])
+        except InputError as exc:
+            raise InputError(f"data.due: {exc}") from None
     try:
         return MilestoneUpdate.model_validate(data)
     except ValidationError as exc:
@@ -172,18 +196,44 @@ def milestone_update(event: EventIn) -> MilestoneUpdate:
 
 
 def merge_milestone(tender: Tender, update: MilestoneUpdate, event: EventIn) -> Tender:
-    """``tender`` with the milestone named ``update.name`` replaced (or added), as of the event."""
-    milestone = Milestone(name=update.name, due=update.due, done=update.done)
-    kept = [m for m in tender.milestones if m.name.casefold() != update.name.casefold()]
+    """``tender`` with the milestone named ``update.name`` replaced (or added), as of the event.
+
+    Staleness is judged per milestone: an event older than what is stored for *this*
+    milestone leaves the tender as it is, while an older event for another milestone is
+    still merged (the tender keeps its newer time).
+    """
+    key = update.name.casefold()
+    current = next((m for m in tender.milestones if m.name.casefold() == key), None)
+    if current is not None and (current.observed or tender.time) > event.time:
+        return tender
+    milestone = Milestone(name=update.name, due=update.due, done=update.done, observed=event.time)
+    kept = [m for m in tender.milestones if m.name.casefold() != key]
     milestones = sorted([*kept, milestone], key=lambda m: m.due)
-    return tender.model_copy(update={"milestones": milestones, "time": event.time})
+    return tender.model_copy(
+        update={"milestones": milestones, "time": max(tender.time, event.time)}
+    )
 
 
 def body_hash(event: EventIn) -> str:
-    """A hash of the event as validated: the same fact written two ways (a date vs. midnight
-    UTC, keys in another order) is the same body."""
+    """A hash of the event's meaning: the envelope and the record it becomes, defaults filled
+    in. The same fact written two ways (a date vs. midnight UTC, ``3`` vs ``3.0``, a default
+    spelled out, keys in another order) is the same body. ``event`` comes from parse_event."""
+    if event.type == "tender_milestone":
+        data: Any = milestone_update(event).model_dump(mode="json")
+    else:
+        currency = str(event.data.get("currency") or "USD")
+        data = [r.model_dump(mode="json") for r in to_records(event, currency)]
     canonical = json.dumps(
-        event.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), default=str
+        {
+            "idempotency_key": event.idempotency_key,
+            "type": event.type,
+            "account_id": event.account_id,
+            "time": event.time.isoformat(),
+            "data": data,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
     )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
@@ -191,9 +241,12 @@ def body_hash(event: EventIn) -> str:
 # --- data -> record fields ----------------------------------------------------
 
 
-def _record_fields(event: EventIn, model: type[Record], currency: str) -> dict[str, Any]:
+def _record_fields(
+    event: EventIn, model: type[Record], currency: str, settings: AccountSettings
+) -> dict[str, Any]:
     fields = _with_currency(event, currency)
     _drop_envelope_fields(fields, event)
+    fields = read_written_fields(fields, settings)
     fields["time"] = event.time
     if "account_id" in model.model_fields:
         fields["account_id"] = event.account_id

@@ -115,6 +115,7 @@ _FALSE = {"false", "no", "n", "0", "否", "假"}
 _ACCOUNT_REFS = {"opportunity", "order", "contact", "contact_change", "tender", "budget_window"}
 _ACCOUNT_REFS |= {"competitor_price"}
 _PRODUCT_REFS = {"opportunity", "order", "stock", "competitor_price", "tender"}
+_DUPLICATES_NAMED = 5  # per file; the rest are counted in one more warning
 
 
 @dataclass
@@ -425,6 +426,7 @@ def _read(path: Path, settings: AccountSettings) -> tuple[list[tuple[Record, _Dr
             _read_json(file, kind, reading)
         elif kind is not None:
             _read_csv(file, kind, reading)
+    _warn_duplicate_keys(reading)
 
     drafts = _merge_descriptive(_date_descriptive(reading))
     rows = [(_validate(d), d) for d in drafts]
@@ -435,6 +437,45 @@ def _read(path: Path, settings: AccountSettings) -> tuple[list[tuple[Record, _Dr
             f"({', '.join(sorted(KIND_FILES))}) with at least one row"
         )
     return rows, reading
+
+
+def _warn_duplicate_keys(reading: _Reading) -> None:
+    """Warn of a key given twice in one file, which the per-kind counts alone would hide.
+
+    Both rows go to the store, which keeps the newer by time, else the later row, just
+    as a later import would replace an earlier one.
+    """
+    first: dict[tuple[str, str, str], _Where] = {}
+    found: dict[str, dict[tuple[str, str, str], str]] = {}
+    for draft in reading.drafts:
+        if draft.key is None:
+            continue  # reported as missing when the row is checked
+        k = (draft.where.file, draft.kind, draft.key)
+        earlier = first.get(k)
+        first[k] = draft.where
+        if earlier is None:
+            continue
+        # A won deal gives an opportunity and an order from one row: one warning for both.
+        pair = (draft.key, _position(earlier), _position(draft.where))
+        found.setdefault(draft.where.file, {}).setdefault(
+            pair,
+            f"{draft.where.file}: {draft.kind} '{draft.key}' is given twice, {pair[1]} and "
+            f"{pair[2]}; one is stored: the one of the later time, {pair[2]} if the times "
+            "are equal; remove the other row",
+        )
+    for file, by_pair in found.items():
+        messages = list(by_pair.values())
+        for message in messages[:_DUPLICATES_NAMED]:
+            reading.warn(message)
+        if len(messages) > _DUPLICATES_NAMED:
+            reading.warn(
+                f"{file}: {len(messages) - _DUPLICATES_NAMED} more keys given twice; "
+                "check the file for repeated rows"
+            )
+
+
+def _position(where: _Where) -> str:
+    return f"line {where.line}" if where.line is not None else where.item or "the file"
 
 
 def is_account_folder(path: Path) -> bool:
@@ -512,6 +553,7 @@ def _csv_rows(file: Path, required: Iterable[str] = ()) -> Iterator[tuple[_Where
         with _open_text(file) as handle:
             reader = csv.DictReader(handle)
             header = [c.strip() for c in reader.fieldnames or []]
+            _check_unique_columns(file, header)
             missing = [c for c in required if c not in header]
             if missing:
                 raise InputError(
@@ -532,6 +574,20 @@ def _csv_rows(file: Path, required: Iterable[str] = ()) -> Iterator[tuple[_Where
         raise InputError(f"{file}: is not UTF-8 text ({exc.reason}); save it as UTF-8 CSV") from exc
     except csv.Error as exc:
         raise InputError(f"{file}: is not valid CSV ({exc}); check its quoting") from exc
+
+
+def _check_unique_columns(file: Path, header: list[str]) -> None:
+    """A column named twice would let one cell silently replace the other."""
+    seen: dict[str, int] = {}
+    for number, column in enumerate(header, start=1):
+        if not column:
+            continue  # unnamed columns (trailing commas) are never read
+        if column in seen:
+            raise InputError(
+                f"{file}: the header has column '{column}' twice (columns {seen[column]} and "
+                f"{number}); rename or remove one of them"
+            )
+        seen[column] = number
 
 
 # --- the Maven CRM layout -----------------------------------------------------------
@@ -808,39 +864,60 @@ def _convert(
 ) -> Any:
     """One written value as the field wants it (JSON numbers and lists pass as they are)."""
     try:
-        if name in _MONEY:
-            return parse_money(value, settings.currency)
-        if name in _TIMES:
-            return parse_time(value)
-        if name == "milestones":
-            return _milestones(value)
-        if isinstance(value, str):
-            text = value.strip()
-            if name in _INTS:
-                return _parse_int(text)
-            if name in _NUMBERS:
-                return _parse_number(text)
-            if name in _BOOLS:
-                return _parse_bool(text)
-            if name in _LISTS:
-                value = [p.strip() for p in re.split(r"[;；]", text) if p.strip()]
-            elif name == "stage":
-                return text.casefold()
-            elif name == "currency":
-                return _currency(text, settings)
-            else:
-                value = text
-        if name == "product_id" and isinstance(value, str):
-            return aliases["product"](value)
-        if name == "product_ids" and isinstance(value, list):
-            return [aliases["product"](p) if isinstance(p, str) else p for p in value]
-        if name == "sector" and isinstance(value, str):
-            return aliases["sector"](value)
-        if name == "sectors" and isinstance(value, list):
-            return [aliases["sector"](s) if isinstance(s, str) else s for s in value]
-        return value
+        return _read_value(name, value, settings, aliases)
     except InputError as exc:
         raise _cell_error(where, name, exc) from None
+
+
+def read_written_fields(fields: dict[str, Any], settings: AccountSettings) -> dict[str, Any]:
+    """An event's ``data`` read the way an imported JSON item is: amounts with a sign or code,
+    dates in any form the importer reads, yes/no words, the configured aliases. InputError
+    names the field (``data.<name>``)."""
+    aliases = _kind_aliases(settings)
+    out: dict[str, Any] = {}
+    for name, value in fields.items():
+        try:
+            out[name] = value if value is None else _read_value(name, value, settings, aliases)
+        except InputError as exc:
+            raise InputError(f"data.{name}: {exc}") from None
+    return out
+
+
+def _read_value(
+    name: str, value: Any, settings: AccountSettings, aliases: dict[str, _Aliases]
+) -> Any:
+    """One written value as the field ``name`` wants it; InputError says what is wrong."""
+    if name in _MONEY:
+        return parse_money(value, settings.currency)
+    if name in _TIMES:
+        return parse_time(value)
+    if name == "milestones":
+        return _milestones(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if name in _INTS:
+            return _parse_int(text)
+        if name in _NUMBERS:
+            return _parse_number(text)
+        if name in _BOOLS:
+            return _parse_bool(text)
+        if name in _LISTS:
+            value = [p.strip() for p in re.split(r"[;；]", text) if p.strip()]
+        elif name == "stage":
+            return text.casefold()
+        elif name == "currency":
+            return _currency(text, settings)
+        else:
+            value = text
+    if name == "product_id" and isinstance(value, str):
+        return aliases["product"](value)
+    if name == "product_ids" and isinstance(value, list):
+        return [aliases["product"](p) if isinstance(p, str) else p for p in value]
+    if name == "sector" and isinstance(value, str):
+        return aliases["sector"](value)
+    if name == "sectors" and isinstance(value, list):
+        return [aliases["sector"](s) if isinstance(s, str) else s for s in value]
+    return value
 
 
 def _currency(text: str, settings: AccountSettings) -> str:

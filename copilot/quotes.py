@@ -18,6 +18,11 @@ time; a total over a known budget (an open budget window's amount, a live
 tender's budget) is marked ``within_budget=False`` with a risk reason, never
 hidden; no discount deeper than ``max_discount``.
 
+When the floor, ``max_discount`` or whole cents set a line's price, the strategy's title,
+terms and rationale say the price it got and why ("F is priced at the floor 150.00, 50.0%
+above list 100.00, not at 8% off list"); the planned discount is claimed only for the lines
+that got it.
+
 Win likelihood: the account's base likelihood (the win model) moved in log-odds
 by ``curve.lift(discount)``, the discount curve learned from negotiations
 (copilot/pricing.py). That assumes the price sensitivity seen there carries over
@@ -46,7 +51,9 @@ LIVE_TENDER = ("announced", "open")
 MIN_WON_DEALS = 5  # fewer won deals of a product say nothing about its usual discount
 _EDGE = 1e-6  # keeps log-odds finite for a base likelihood of exactly 0 or 1
 
-TalkingPoints = Callable[[QuoteStrategy, AccountContext], list[TalkingPoint]]
+# Called once per quote, so it can budget its time over all strategies: one list of points
+# per strategy, in their order.
+TalkingPoints = Callable[[list[QuoteStrategy], AccountContext], list[list[TalkingPoint]]]
 
 
 @dataclass(frozen=True)
@@ -79,8 +86,8 @@ def quote_strategies(
 ) -> list[QuoteStrategy]:
     """value_premium, volume_term and phased_bundle for ``items`` (product id, quantity).
 
-    ``talking_points(strategy, ctx)`` (serve/talking_points.py) adds points citing won
-    calls; if it fails, the quote is returned without them.
+    ``talking_points(strategies, ctx)`` (serve/talking_points.py) adds points citing won
+    calls, a list per strategy; if it fails, the quote is returned without them.
     """
     requested = _checked_items(ctx, items)
     if not 0.0 <= base_win_likelihood <= 1.0:
@@ -100,16 +107,15 @@ def quote_strategies(
     ]
     if talking_points is None:
         return strategies
-    with_points = []
-    for strategy in strategies:
-        try:
-            points = list(talking_points(strategy, ctx))
-        except Exception:  # talking points are an extra: a failing model must not lose the quote
-            logger.warning("talking points for %s failed; quoting without them", strategy.name)
-            logger.debug("talking points failure", exc_info=True)
-            points = []
-        with_points.append(replace(strategy, talking_points=points))
-    return with_points
+    try:
+        points = [list(each) for each in talking_points(strategies, ctx)]
+        if len(points) != len(strategies):
+            raise ValueError(f"{len(points)} lists of points for {len(strategies)} strategies")
+    except Exception:  # talking points are an extra: a failing model must not lose the quote
+        logger.warning("talking points failed; quoting without them")
+        logger.debug("talking points failure", exc_info=True)
+        return strategies
+    return [replace(s, talking_points=p) for s, p in zip(strategies, points, strict=True)]
 
 
 # --- the limits ----------------------------------------------------------------------
@@ -174,12 +180,14 @@ def plan_deliveries(
 
     Incoming units without an ETA are not counted on: nobody can say when they come.
     """
-    lead = (
-        stock.lead_time_days
-        if stock is not None
-        else product.lead_time_days
-        if product.lead_time_days is not None
-        else default_lead_time_days
+    lead = next(
+        days
+        for days in (
+            stock.lead_time_days if stock is not None else None,
+            product.lead_time_days,
+            default_lead_time_days,
+        )
+        if days is not None
     )
     deliveries: list[Delivery] = []
     left = quantity
@@ -324,8 +332,10 @@ class _Pricing:
                     f"{line.product_id} has no unit cost: its margin is counted against the "
                     f"floor price {line.floor_price:,.2f}, so the true margin is likely higher"
                 )
-        margin_value = round(total - cost, 2)
-        margin = round(margin_value / total, 6) if total else 0.0
+        # Round only what is shown: at 0.01 a unit, a cost of 0.001 is a tenth of the price
+        unrounded = total - cost
+        margin_value = round(unrounded, 2)
+        margin = round(unrounded / total, 6) if total else 0.0
 
         # Win likelihood: the account's base, moved by the curve's lift at this discount
         lift = self.curve.lift(discount)
@@ -333,7 +343,7 @@ class _Pricing:
         if self.curve.fitted:
             notes.append(
                 f"win likelihood {win:.0%}: the account's {self.base:.0%} moved by {lift:+.2f} "
-                f"log-odds for {discount:.1%} off list, from the discount curve of "
+                f"log-odds at {_vs_list(discount)}, from the discount curve of "
                 f"{self.curve.n_dialogues} consumer price negotiations; this assumes their "
                 "price sensitivity carries over to this account"
             )
@@ -374,7 +384,7 @@ class _Pricing:
             margin=margin,
             margin_value=margin_value,
             win_likelihood=win,
-            expected_margin_value=round(win * margin_value, 2),
+            expected_margin_value=round(win * unrounded, 2),
             risk=risks.level(),
             risk_reasons=[text for _, text in risks.reasons],
             rationale="; ".join(notes) + ".",
@@ -390,7 +400,7 @@ class _Pricing:
             if line.discount > usual:
                 risks.add(
                     "medium",
-                    f"{pid} at {line.discount:.1%} off list is deeper than "
+                    f"{pid} at {_vs_list(line.discount)} is deeper than "
                     f"{won.share_shallower(line.discount):.0%} of its {won.deals} won deals "
                     f"(their {self.settings.won_discount_percentile:g}th percentile is "
                     f"{usual:.1%})",
@@ -419,11 +429,13 @@ class _Pricing:
                 f"{pid}'s floor {line.floor_price:,.2f} is above its list price "
                 f"{product.list_price:,.2f}: the price list needs a look",
             )
-        if pid not in ctx.stock and product.lead_time_days is None:
+        stock_lead = ctx.stock[pid].lead_time_days if pid in ctx.stock else None
+        if stock_lead is None and product.lead_time_days is None:
             risks.add(
                 "medium",
-                f"no stock record or lead time for {pid}: all {line.quantity} units assume "
-                f"replenishment in the default {self.settings.default_lead_time_days} days",
+                f"no lead time is known for {pid} (stock record or price list): units beyond "
+                f"stock assume replenishment in the default "
+                f"{self.settings.default_lead_time_days} days",
             )
 
         last = line.deliveries[-1].date
@@ -446,18 +458,110 @@ def _delivery_text(line: QuoteLine) -> str:
     )
 
 
+# --- what a quote says about its prices -------------------------------------------------
+# A strategy plans one discount (a premium is a negative one), but the floor, max_discount
+# and whole cents decide the price. Its title, terms and rationale state the plan only for
+# lines that got it, and the price each other line got, and why.
+
+
+def _shown(rate: float) -> str:
+    """A rate as a quote shows it, to 0.1 %: 0.0745 -> "7.5%" (never "-0.0%")."""
+    text = f"{rate:.1%}"
+    return "0.0%" if text == "-0.0%" else text
+
+
+def _rate(rate: float) -> str:
+    """A configured rate: 0.08 -> "8%", 0.075 -> "7.5%"."""
+    return _shown(rate).replace(".0%", "%")
+
+
+def _vs_list(discount: float) -> str:
+    """A discount as given: "8.0% off list", "50.0% above list" or "list price"."""
+    if _shown(discount) == "0.0%":
+        return "list price"
+    if discount > 0:
+        return f"{_shown(discount)} off list"
+    return f"{_shown(-discount)} above list"
+
+
+def _planned(rate: float) -> str:
+    """A planned discount: "8% off list", "10% above list" or "list price"."""
+    if rate > 0:
+        return f"{_rate(rate)} off list"
+    return f"{_rate(-rate)} above list" if rate < 0 else "list price"
+
+
+def _weighted_discount(lines: list[QuoteLine]) -> float:
+    paid = sum(line.unit_price * line.quantity for line in lines)
+    return 1 - paid / sum(line.list_price * line.quantity for line in lines)
+
+
+@dataclass(frozen=True)
+class _Adjusted:
+    """A line priced otherwise than its strategy planned."""
+
+    price: str  # "the floor 150.00, 50.0% above list 100.00"
+    reason: str  # besides the floor, which ``price`` names: the cap or whole cents
+    at_floor: bool
+
+
+def _adjusted(line: QuoteLine, planned: float, settings: QuoteSettings) -> _Adjusted | None:
+    """None when the line got the planned discount, as far as a quote shows (0.1 %)."""
+    capped = planned > settings.max_discount + 1e-9
+    if not capped and _shown(line.discount) == _shown(planned):
+        return None
+    against_list = f"{_vs_list(line.discount)} {line.list_price:,.2f}"
+    target = _cents(line.list_price * (1 - min(planned, settings.max_discount)))
+    if line.unit_price == line.floor_price and line.floor_price > target:
+        return _Adjusted(f"the floor {line.floor_price:,.2f}, {against_list}", "", True)
+    if capped:
+        reason = f"max_discount is {_rate(settings.max_discount)}"
+    else:
+        reason = "prices are in whole cents"
+    return _Adjusted(f"{line.unit_price:,.2f}, {against_list}", reason, False)
+
+
+def _adjustments(
+    lines: list[QuoteLine], planned: float, settings: QuoteSettings, notes: list[str]
+) -> dict[str, _Adjusted]:
+    """The lines not at the planned discount, each said in ``notes``."""
+    adjusted = {}
+    for line in lines:
+        found = _adjusted(line, planned, settings)
+        if found is None:
+            continue
+        adjusted[line.product_id] = found
+        why = f": {found.reason}" if found.reason else ""
+        notes.append(
+            f"{line.product_id} is priced at {found.price}, not at {_planned(planned)}{why}"
+        )
+    return adjusted
+
+
 def _value_premium(p: _Pricing, requested, floors) -> QuoteStrategy:
     s = p.settings
-    lines = [p.line(pid, q, -s.premium_uplift, floors[pid]) for pid, q in requested]
+    planned = -s.premium_uplift
+    lines = [p.line(pid, q, planned, floors[pid]) for pid, q in requested]
     terms = []
     if s.price_lock_months:
         terms.append(f"unit price held for {s.price_lock_months} months")
     terms.extend(s.value_terms)
     for line in lines:
         terms.append(f"priority allocation of {line.product_id}: {_delivery_text(line)}")
-    uplift = f"{s.premium_uplift:.0%} over list" if s.premium_uplift else "at list price"
-    notes = [f"priced {uplift} and sold on value: price lock, service terms, first call on stock"]
-    return p.strategy("value_premium", f"Value premium ({uplift})", lines, terms, notes)
+
+    adjustments: list[str] = []
+    adjusted = _adjustments(lines, planned, s, adjustments)
+    price = f"at {_planned(planned)}"
+    if adjusted and len(adjusted) < len(lines):
+        price += f" except {', '.join(adjusted)}"
+    elif adjusted:
+        floored = all(a.at_floor for a in adjusted.values())
+        price = f"at {'the floor, ' if floored else ''}{_vs_list(_weighted_discount(lines))}"
+    notes = [
+        f"priced {price} and sold on value: price lock, service terms, first call on stock",
+        *adjustments,
+    ]
+    return p.strategy("value_premium", f"Value premium ({price})", lines, terms, notes)
 
 
 def _volume_term(p: _Pricing, requested, floors) -> QuoteStrategy:
@@ -470,31 +574,46 @@ def _volume_term(p: _Pricing, requested, floors) -> QuoteStrategy:
         ]
 
     # Upsize as far as the known budget holds (never below what was asked)
-    lines, notes = lines_at(s.volume_quantity_factor), []
+    lines, budget_notes = lines_at(s.volume_quantity_factor), []
     if p.budget is not None and p.total(lines) > p.budget.amount:
         steps = 20
         factors = [1 + (s.volume_quantity_factor - 1) * k / steps for k in range(steps, -1, -1)]
         fitting = next((f for f in factors if p.total(lines_at(f)) <= p.budget.amount), None)
         if fitting is None:
             lines = lines_at(1.0)
-            notes.append("the quantity is not raised: even the quantity asked is over budget")
+            budget_notes.append(
+                "the quantity is not raised: even the quantity asked is over budget"
+            )
         else:
             lines = lines_at(fitting)
-            notes.append("the added volume is cut to what the known budget holds")
+            budget_notes.append("the added volume is cut to what the known budget holds")
+
+    # Say the planned discount only where it was given
+    adjustments: list[str] = []
+    adjusted = _adjustments(lines, s.volume_discount, s, adjustments)
     asked = dict(requested)
     terms = [
         f"{line.quantity} x {line.product_id} (asked: {asked[line.product_id]}) at "
-        f"{line.discount:.1%} off list"
+        + (
+            adjusted[line.product_id].price
+            if line.product_id in adjusted
+            else _vs_list(line.discount)
+        )
         for line in lines
     ]
     terms.append(f"the same unit prices on repeat orders over a {s.term_months}-month commitment")
     terms.extend(f"{line.product_id} deliveries: {_delivery_text(line)}" for line in lines)
-    notes.insert(
-        0,
-        f"a deeper price for more volume and a {s.term_months}-month term: "
-        f"{s.volume_discount:.0%} off for {s.volume_quantity_factor:g}x the quantity",
-    )
-    _note_floor(lines, min(s.volume_discount, s.max_discount), notes)
+    if adjusted:
+        offer = (
+            f"more volume and a {s.term_months}-month term: {s.volume_quantity_factor:g}x the "
+            f"quantity at {_vs_list(_weighted_discount(lines))}"
+        )
+    else:
+        offer = (
+            f"a deeper price for more volume and a {s.term_months}-month term: "
+            f"{_rate(s.volume_discount)} off for {s.volume_quantity_factor:g}x the quantity"
+        )
+    notes = [offer, *budget_notes, *adjustments]
     return p.strategy("volume_term", f"Volume and {s.term_months}-month term", lines, terms, notes)
 
 
@@ -569,16 +688,15 @@ def _phased_bundle(p: _Pricing, requested, floors) -> QuoteStrategy:
         f"phase {i}: {', '.join(parts)} on {date}, invoiced on delivery"
         for i, (date, parts) in enumerate(sorted(by_date.items()), start=1)
     ]
-    terms.append(f"{s.bundle_discount:.0%} bundle discount on every line")
+
+    # The bundle discount, claimed only for the lines that got it
     notes.insert(0, "phased to what stock, incoming units and replenishment can supply")
-    _note_floor(lines, min(s.bundle_discount, s.max_discount), notes)
+    adjusted = _adjustments(lines, s.bundle_discount, s, notes)
+    discounted = [line.product_id for line in lines if line.product_id not in adjusted]
+    bundle_discount = f"{_rate(s.bundle_discount)} bundle discount"
+    if not adjusted:
+        terms.append(f"{bundle_discount} on every line")
+    elif discounted:
+        terms.append(f"{bundle_discount} on {', '.join(discounted)}")
+    terms.extend(f"{pid} at {a.price}" for pid, a in adjusted.items())
     return p.strategy("phased_bundle", "Phased delivery with a bundle", lines, terms, notes)
-
-
-def _note_floor(lines: list[QuoteLine], wanted: float, notes: list[str]) -> None:
-    for line in lines:
-        if line.unit_price <= line.floor_price and line.discount < wanted - 1e-4:
-            notes.append(
-                f"{line.product_id} stops at {line.discount:.1%} off: its floor is "
-                f"{line.floor_price:,.2f}"
-            )

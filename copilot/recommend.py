@@ -36,7 +36,7 @@ from copilot.rules import (
     placeholders,
 )
 from copilot.schemas import Recommendation, Signal
-from copilot.signals import iso
+from copilot.signals import departed_contacts, iso
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,8 @@ _LIVE_TENDER = ("announced", "open")
 _MISSING = "—"  # a placeholder whose signal was not among the matched ones (an ``any`` branch)
 _UNIT_SPANS = {"hours": timedelta(hours=1), "days": timedelta(days=1)}
 _MAX_LISTED = 3  # names or quotes put into an action text
+# Who acts on an account that has no owner and no manager to hand it to; the why says so.
+UNASSIGNED = "unassigned"
 
 
 @dataclass
@@ -73,7 +75,8 @@ def recommend(
     ``as_of`` (default ``ctx.as_of``) is the moment the signals' values refer to; due
     times count from it. ``owner_of`` maps role names used as rule owners to people
     ("bid_desk" -> "Li Wei"), on top of the rule file's ``owners``; ``account_owner``
-    and ``manager`` are otherwise read from the account and its agents.
+    and ``manager`` are otherwise read from the account and its agents (see ``_owner``
+    for an account without an owner).
     """
     account_id = ctx.account.account_id
     foreign = sorted({s.account_id for s in signals if s.account_id != account_id})
@@ -195,9 +198,9 @@ def _recommendation(
     owners: Mapping[str, str],
     superseded: set[str],
 ) -> Recommendation:
-    owner, owner_note = _owner(rule.owner, ctx, owners)
+    owner, owner_note = _owner(rule.owner, ctx, owners, as_of)
     due, due_note = _due(rule, match.signals, as_of)
-    filler = _Filler(ctx, match.signals, owner, due)
+    filler = _Filler(ctx, match.signals, owner, due, as_of)
     action = rule.action.format_map(
         {name: _FILLERS[name](filler) for name in placeholders(rule.action)}
     )
@@ -253,25 +256,59 @@ def _describe(signal: Signal) -> str:
     return f"{signal.type}={_number(signal.value)} {signal.unit}{product} ({signal.summary})"
 
 
-def _owner(role: str, ctx: AccountContext, owners: Mapping[str, str]) -> tuple[str, str]:
-    """The person for a rule's owner, and a note on how they were found."""
+def _owner(
+    role: str, ctx: AccountContext, owners: Mapping[str, str], as_of: datetime
+) -> tuple[str, str]:
+    """The person for a rule's owner, and a note on how they were found.
+
+    ``account_owner`` and ``manager`` name people, never the role itself. An account
+    without an owner goes to the manager of the agent on its latest deal, who can assign
+    it, else to ``UNASSIGNED``; a ``manager`` not on record falls back to the owner.
+    """
     key = role.strip().casefold()
     if key in owners:
         return owners[key], f"owner: {role} = {owners[key]} (owners)"
     rep = ctx.account.owner
+    if key not in ("account_owner", "manager"):
+        return role, f"owner: {role}"
+    if not rep:
+        return _unowned(role, ctx, as_of)
     if key == "account_owner":
-        if rep:
-            return rep, f"owner: account_owner = {rep}"
-        return role, "owner: the account has no owner on record, so the role account_owner"
-    if key == "manager":
-        agent = ctx.agents.get(rep) if rep else None
-        if agent is None and rep:
-            agent = next((a for n, a in ctx.agents.items() if n.casefold() == rep.casefold()), None)
-        if agent is not None and agent.manager:
-            return agent.manager, f"owner: manager of {rep} = {agent.manager}"
-        who = f"{rep}'s manager" if rep else "the account owner's manager"
-        return role, f"owner: {who} is not on record, so the role manager"
-    return role, f"owner: {role}"
+        return rep, f"owner: account_owner = {rep}"
+    manager = _manager_of(ctx, rep)
+    if manager:
+        return manager, f"owner: manager of {rep} = {manager}"
+    return rep, f"owner: {rep}'s manager is not on record, so the account owner {rep}"
+
+
+def _unowned(role: str, ctx: AccountContext, as_of: datetime) -> tuple[str, str]:
+    """Who acts for ``role`` on an account with no owner, and a note that says so."""
+    note = f"owner: the account has no owner on record (rule owner {role})"
+    deals = [o for o in ctx.opportunities if o.agent and o.time <= as_of]
+    latest = max(deals, key=lambda o: (o.time, o.opportunity_id), default=None)
+    if latest is None:
+        return UNASSIGNED, f"{note} and no deal names an agent, so {UNASSIGNED}: assign an owner"
+    manager = _manager_of(ctx, latest.agent)
+    if manager:
+        return manager, (
+            f"{note}, so {manager}, the manager of {latest.agent} (agent on the latest deal "
+            f"{latest.opportunity_id}), to act or assign an owner"
+        )
+    return UNASSIGNED, (
+        f"{note} and the manager of {latest.agent} (agent on the latest deal "
+        f"{latest.opportunity_id}) is not on record, so {UNASSIGNED}: assign an owner"
+    )
+
+
+def _manager_of(ctx: AccountContext, agent_name: str | None) -> str | None:
+    """The agent's manager from the sales teams, names matched case-folded."""
+    if not agent_name:
+        return None
+    agent = ctx.agents.get(agent_name)
+    if agent is None:
+        folded = agent_name.casefold()
+        agent = next((a for n, a in ctx.agents.items() if n.casefold() == folded), None)
+    return agent.manager if agent is not None and agent.manager else None
 
 
 def _due(rule: Rule, signals: Sequence[Signal], as_of: datetime) -> tuple[datetime, str]:
@@ -321,6 +358,7 @@ class _Filler:
     signals: Sequence[Signal]
     owner: str
     due: datetime
+    as_of: datetime
 
     def of(self, signal_type: str) -> list[Signal]:
         return [s for s in self.signals if s.type == signal_type]
@@ -350,7 +388,7 @@ _FILLERS: dict[str, Callable[[_Filler], str]] = {
     "account_id": lambda f: f.ctx.account.account_id,
     "owner": lambda f: f.owner,
     "due": lambda f: f.due.strftime("%Y-%m-%d %H:%M UTC"),
-    "contacts": lambda f: _contacts(f.ctx),
+    "contacts": lambda f: _contacts(f.ctx, f.as_of),
     "product": lambda f: _products(f.ctx, f.signals),
     "tender": lambda f: f.names("tender_countdown", _tender_title),
     "tender_hours": lambda f: f.value("tender_countdown", min),
@@ -361,7 +399,7 @@ _FILLERS: dict[str, Callable[[_Filler], str]] = {
     "champion_days": lambda f: f.value("champion_departed", min),
     "overdue_days": lambda f: f.value("purchase_rhythm_overdue", max),
     "reorder_days": lambda f: f.value("purchase_rhythm_due", min),
-    "stock_units": lambda f: f.value("low_stock", min),
+    "stock_units": lambda f: _stock_units(f),
     "policy": lambda f: f.names("policy_change", _policy_title),
     "policy_days": lambda f: f.value("policy_change", min),
     "competitor": lambda f: f.names("competitor_price_below", _competitor),
@@ -390,18 +428,38 @@ def _listing(items: list[str], sep: str = ", ") -> str:
     return sep.join(items[:_MAX_LISTED]) + (f" (+{more})" if more > 0 else "")
 
 
-def _contacts(ctx: AccountContext) -> str:
-    """Who to call: the account's active contacts, champions first."""
+def _contacts(ctx: AccountContext, as_of: datetime) -> str:
+    """Who to call: the account's contacts still there at ``as_of``, champions first.
+
+    A contact whose row is active but who has a later ``left`` change is gone too.
+    """
+    gone = departed_contacts(ctx, as_of)
     active = sorted(
-        (c for c in ctx.contacts if c.active), key=lambda c: (not c.champion, c.name.casefold())
+        (c for c in ctx.contacts if c.contact_id not in gone and c.time <= as_of),
+        key=lambda c: (not c.champion, c.name.casefold()),
     )
     return _listing([f"{c.name} ({c.role})" for c in active])
+
+
+def _stock_units(f: _Filler) -> str:
+    """Units available per low-stock product ("6 x GTX Pro, 1 x MG Advanced"), so that no
+    count is read as another product's, in words that need no plural."""
+    found = f.of("low_stock")
+    if not found:
+        return _MISSING
+    return _listing([f"{_number(s.value)} x {_product_name(f.ctx, s.product_id)}" for s in found])
+
+
+def _product_name(ctx: AccountContext, product_id: str | None) -> str:
+    if product_id is None:
+        return _MISSING
+    return ctx.products[product_id].name if product_id in ctx.products else product_id
 
 
 def _products(ctx: AccountContext, signals: Sequence[Signal]) -> str:
     ids = list(dict.fromkeys(s.product_id for s in signals if s.product_id))
     ids = ids or sorted(ctx.products_in_play())
-    return _listing([ctx.products[p].name if p in ctx.products else p for p in ids])
+    return _listing([_product_name(ctx, p) for p in ids])
 
 
 def _tender_title(ctx: AccountContext, kind: str, ref: str) -> str | None:

@@ -24,7 +24,14 @@ from datetime import UTC, date, datetime, timedelta
 from itertools import pairwise
 from typing import TYPE_CHECKING
 
-from copilot.context import AccountContext, CallNote, CompetitorPrice, Order, Tender
+from copilot.context import (
+    AccountContext,
+    CallNote,
+    CompetitorPrice,
+    ContactChange,
+    Order,
+    Tender,
+)
 from copilot.schemas import Evidence, Signal
 
 if TYPE_CHECKING:
@@ -332,16 +339,52 @@ def _budget_window_closing(scope: _Scope) -> list[Signal]:
 # --- people --------------------------------------------------------------------------
 
 
+def departed_contacts(ctx: AccountContext, as_of: datetime | None = None) -> set[str]:
+    """Ids of the account's contacts who are gone at ``as_of`` (default ``ctx.as_of``).
+
+    The newest fact about a person decides: their latest change up to ``as_of`` (a
+    ``left``, or a ``joined`` after it), unless their contact row is newer (a rehire
+    re-imported as active), in which case the row's ``active`` does. When a change and
+    the row are of the same time and disagree, the person counts as gone: better to
+    skip a call than to send a rep to someone who left.
+    """
+    as_of = as_of or ctx.as_of
+    latest: dict[str, ContactChange] = {}
+    for change in ctx.contact_changes:
+        if change.time > as_of:
+            continue
+        seen = latest.get(change.contact_id)
+        if seen is None or (change.time, change.change_id) > (seen.time, seen.change_id):
+            latest[change.contact_id] = change
+
+    rows = {c.contact_id: c for c in ctx.contacts if c.time <= as_of}
+    gone = set()
+    for contact_id in rows.keys() | latest.keys():
+        row, change = rows.get(contact_id), latest.get(contact_id)
+        by_change = change is not None and change.change == "left"
+        by_row = row is not None and not row.active
+        if row is None or (change is not None and change.time > row.time):
+            left = by_change
+        elif change is None or change.time < row.time:
+            left = by_row
+        else:
+            left = by_change or by_row
+        if left:
+            gone.add(contact_id)
+    return gone
+
+
 def _procurement_lead_changed(scope: _Scope) -> list[Signal]:
     roles, days_limit = scope.settings.procurement_roles, scope.settings.contact_change_days
     contacts = {c.contact_id: c for c in scope.ctx.contacts}
+    gone = departed_contacts(scope.ctx)
     latest: dict[str, tuple[datetime, str, str]] = {}  # contact -> (time, change id, role)
     for change in scope.ctx.contact_changes:
         if change.change == "left" or not scope.within(change.time, days_limit):
             continue
+        if change.contact_id in gone:
+            continue  # joined and already gone again: nobody to brief
         contact = contacts.get(change.contact_id)
-        if contact is not None and not contact.active:
-            continue  # joined and already gone again
         role = change.new_role
         if role is None and change.change == "joined" and contact is not None:
             role = contact.role

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from copilot.account_store import AccountStore, UpsertReport
-from copilot.context import AccountContext, CallNote, Record
+from copilot.context import AccountContext, CallNote, Record, as_utc, plausible_time
 from copilot.errors import InputError, NotFoundError, StateError
 from copilot.importers import ImportReport, import_paths
 from copilot.pricing import DiscountCurve, won_discounts
@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 WIN_MODEL_FILE = "win_model.json"
 CURVE_FILE = "discount_curve.json"
+# The most units one quote line may ask for (the HTTP body has the same bound).
+MAX_QUOTE_QUANTITY = 10_000_000
 # How often the call store is asked whether calls or objections changed.
 CALLS_CHECK_S = 1.0
 # The curve is learned from these negotiations; ingest them to fit it.
@@ -209,6 +211,9 @@ class AccountsService:
     def has_account(self, account_id: str) -> bool:
         return self.store.has_account(account_id)
 
+    def has_product(self, product_id: str) -> bool:
+        return product_id in self.store.products()
+
     def clock(self) -> datetime:
         """The time signals are computed at (settings.accounts.clock)."""
         if self.settings.accounts.clock == "data":
@@ -218,6 +223,8 @@ class AccountsService:
         return datetime.now(UTC)
 
     def context(self, account_id: str, as_of: datetime | None = None) -> AccountContext:
+        if as_of is not None:
+            as_of = _checked_as_of(as_of)
         ctx = self.store.context(account_id, as_of or self.clock())
         ctx.calls = self._call_notes(account_id, ctx.as_of)
         return ctx
@@ -274,8 +281,11 @@ class AccountsService:
                     f"unknown product '{product_id}'; known products: {known} "
                     "(import a price list with `copilot accounts import PATH`)"
                 )
-            if quantity < 1:
-                raise InputError(f"quantity for '{product_id}' must be 1 or more, got {quantity}")
+            if not 1 <= quantity <= MAX_QUOTE_QUANTITY:
+                raise InputError(
+                    f"quantity for '{product_id}' must be from 1 to {MAX_QUOTE_QUANTITY:,}, got "
+                    f"{quantity:,}; quote a larger volume as several deliveries or deals"
+                )
         signals = self._signals(ctx)
         win = self.model.score_account(ctx, signals)
         writer = self.talking_points if with_talking_points else None
@@ -351,6 +361,14 @@ class AccountsService:
             )
             for c in calls
         ]
+
+
+def _checked_as_of(as_of: datetime) -> datetime:
+    """``as_of`` in UTC, within the years a record may carry (so date arithmetic holds)."""
+    try:
+        return plausible_time(as_utc(as_of))
+    except ValueError as exc:
+        raise InputError(f"as_of {as_of.isoformat()}: {exc}") from exc
 
 
 def _call_time(text: str | None) -> datetime | None:

@@ -41,7 +41,7 @@ from copilot.event_store import (
     RepAction,
     WebhookTarget,
 )
-from copilot.events import body_hash, parse_event, to_records
+from copilot.events import EventIn, body_hash, milestone_update, parse_event, to_records
 from copilot.rules import RuleBook
 from copilot.schemas import Recommendation, Signal
 from copilot.settings import Settings
@@ -65,6 +65,8 @@ class AccountsPort(Protocol):
     def rescore(self, account_id: str) -> tuple[list[Signal], list[Recommendation]]: ...
 
     def has_account(self, account_id: str) -> bool: ...
+
+    def has_product(self, product_id: str) -> bool: ...
 
     def context(self, account_id: str, as_of: datetime | None = None) -> AccountContext: ...
 
@@ -105,13 +107,14 @@ class EventPipeline:
         InputError for a malformed body, NotFoundError for an account that is neither
         stored nor created by an earlier event, KeyConflictError for a reused key.
         """
-        event = parse_event(body, self.settings.accounts.currency)
+        event = parse_event(body, self.settings.accounts.currency, self.settings.accounts)
         if event.type != "account" and not self._known_account(event.account_id):
             raise NotFoundError(
                 f"account '{event.account_id}' is not known; send an event of type 'account' "
                 "for it first (data: name, sector, ...) or import it with "
                 "`copilot accounts import`"
             )
+        self._check_references(event)
         info, duplicate = self.store.add_event(event, body_hash(event))
         if not duplicate:
             self._wake.set()
@@ -119,6 +122,33 @@ class EventPipeline:
 
     def _known_account(self, account_id: str) -> bool:
         return self.accounts.has_account(account_id) or self.store.has_account_event(account_id)
+
+    def _check_references(self, event: EventIn) -> None:
+        """Refuse at POST time what the worker could only fail on later: an unknown tender
+        (for a milestone) or a product missing from the price list, as imports do."""
+        if event.type == "tender_milestone":
+            tender_id = milestone_update(event).tender_id
+            stored = {t.tender_id for t in self.accounts.context(event.account_id).tenders}
+            if tender_id not in stored and not self.store.has_tender_event(
+                event.account_id, tender_id
+            ):
+                raise NotFoundError(
+                    f"data.tender_id: tender '{tender_id}' is not known for account "
+                    f"'{event.account_id}'; send a `tender` event for it before its milestones"
+                )
+            return
+        named = set()
+        for record in to_records(
+            event, self.settings.accounts.currency, settings=self.settings.accounts
+        ):
+            named |= {getattr(record, "product_id", None), *getattr(record, "product_ids", [])}
+        unknown = sorted(p for p in named - {None} if not self.accounts.has_product(p))
+        if unknown:
+            raise NotFoundError(
+                f"data: product(s) {', '.join(map(repr, unknown))} not in the price list; "
+                "import them (products.csv or prices.csv) with `copilot accounts import PATH`, "
+                "or fix the product id"
+            )
 
     # --- the worker ---------------------------------------------------------------
 
@@ -197,21 +227,23 @@ class EventPipeline:
             if event.type == "tender_milestone":
                 context = self.accounts.context(event.account_id)
                 tenders = {t.tender_id: t for t in context.tenders}
-            records = to_records(event, self.settings.accounts.currency, tenders)
+            records = to_records(
+                event, self.settings.accounts.currency, tenders, self.settings.accounts
+            )
             applied = upsert_counts(self.accounts.apply_records(records))
-            status = event_status(applied)
-            if status == "stale":
-                return Outcome(pending, status, applied)
-            # "unchanged" is re-scored too: after a crash between applying and recording,
-            # the re-run finds its records unchanged and must still raise the alerts.
+        except Exception as exc:  # one transaction: nothing of this event was stored
+            return Outcome(pending, "failed", error=_failure(pending, exc, "applying it"))
+        status = event_status(applied)
+        if status == "stale":
+            return Outcome(pending, status, applied)
+
+        # "unchanged" is re-scored too: after a crash between applying and recording,
+        # the re-run finds its records unchanged and must still raise the alerts.
+        try:
             signals, recommendations = self.accounts.rescore(event.account_id)
-        except CopilotError as exc:
-            logger.warning("event %s failed: %s", pending.event_id, exc)
-            return Outcome(pending, "failed", error=str(exc))
         except Exception as exc:
-            logger.exception("event %s failed", pending.event_id)
-            error = f"internal error ({type(exc).__name__}); see the server log"
-            return Outcome(pending, "failed", error=error)
+            error = _failure(pending, exc, "re-scoring the account; its records were stored")
+            return Outcome(pending, "failed", applied, error=error)
         return Outcome(
             pending,
             status,
@@ -289,6 +321,15 @@ class EventPipeline:
     def remove_webhook(self, webhook_id: str) -> None:
         self.store.remove_webhook(webhook_id)
         self.hub.webhooks_changed()
+
+
+def _failure(pending: PendingEvent, exc: Exception, step: str) -> str:
+    """The event's error text: a project error says what to fix; anything else is logged."""
+    if isinstance(exc, CopilotError):
+        logger.warning("event %s failed while %s: %s", pending.event_id, step, exc)
+        return f"failed while {step}: {exc}"
+    logger.exception("event %s failed while %s", pending.event_id, step)
+    return f"internal error while {step} ({type(exc).__name__}); see the server log"
 
 
 @asynccontextmanager

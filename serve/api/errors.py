@@ -3,11 +3,16 @@
 The project's exceptions map to statuses here and nowhere else. An unexpected
 exception becomes a 500 whose body says only where to look; its traceback goes
 to the server log, never to the client.
+
+Messages quote what the client sent (ids, paths), which can be any length, so
+``error_body`` shortens every quoted value over ``MAX_VALUE_CHARS`` and caps the
+whole message at ``MAX_MESSAGE_CHARS``: a 3,000-character id is named by its start.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -28,6 +33,17 @@ from copilot.errors import (
 logger = logging.getLogger(__name__)
 
 INTERNAL_MESSAGE = "internal error; see the server log"
+MAX_VALUE_CHARS = 80  # of one quoted value in a message
+MAX_MESSAGE_CHARS = 2000
+ELLIPSIS = "…"
+SEND_JSON = "send a JSON object with the header Content-Type: application/json"
+
+# A long value quoted in a message: '...', "..." or `...` on one line, the quotes not inside
+# a word, so the apostrophe of "account's" or "华信医疗's" never opens one.
+_LONG = f"{{{MAX_VALUE_CHARS + 1},}}"  # {81,}
+_QUOTED = re.compile(
+    r"(?<!\w)(?:" + "|".join(f"{q}[^{q}\\n]{_LONG}{q}" for q in "'\"`") + r")(?!\w)"
+)
 
 # Most specific first: the first matching class decides the status.
 _COPILOT_STATUS: list[tuple[type[CopilotError], int]] = [
@@ -64,7 +80,19 @@ class ApiError(Exception):
 
 
 def error_body(code: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message}}
+    return {"error": {"code": code, "message": shorten_message(message)}}
+
+
+def shorten_message(message: str) -> str:
+    """``message`` with each quoted value over MAX_VALUE_CHARS cut to its start and "…",
+    then cut to MAX_MESSAGE_CHARS in all."""
+    message = _QUOTED.sub(
+        lambda m: m[0][: MAX_VALUE_CHARS + 1] + ELLIPSIS + m[0][-1],
+        message,
+    )
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[: MAX_MESSAGE_CHARS - len(ELLIPSIS)] + ELLIPSIS
+    return message
 
 
 def error_response(status_code: int, code: str, message: str, headers: Any = None) -> JSONResponse:
@@ -82,7 +110,18 @@ def describe_validation(exc: RequestValidationError) -> str:
     """``body.text: must not be empty; body.messages: ...`` from pydantic's error list."""
     problems = []
     for err in exc.errors():
-        where = ".".join(str(part) for part in err.get("loc", ())) or "request"
+        loc = tuple(err.get("loc", ()))
+        if err.get("type") == "json_invalid":
+            # loc is ("body", position); pydantic's "JSON decode error" names no fix.
+            reason = (err.get("ctx") or {}).get("error", "")
+            at = f" at character {loc[1]}" if len(loc) > 1 else ""
+            problems.append(f"body: not valid JSON ({reason}{at}); {SEND_JSON}")
+            continue
+        if loc == ("body",) and isinstance(err.get("input"), bytes):
+            # Sent without a JSON content type, the body arrives as bytes, not as an object.
+            problems.append(f"body: not read as JSON; {SEND_JSON}")
+            continue
+        where = ".".join(str(part) for part in loc) or "request"
         message = str(err.get("msg", "invalid value"))
         # A validator's ValueError arrives as "Value error, <our text>"; keep our text.
         message = message.removeprefix("Value error, ")
@@ -113,7 +152,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
     message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     if exc.status_code == 404 and message == "Not Found":
-        message = f"no route {request.method} {request.url.path}; see /docs for the API"
+        message = f"no route {request.method} '{request.url.path}'; see /docs for the API"
     return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import httpx
 
-from copilot.context import Account, Opportunity
+from copilot.context import Account, Opportunity, Product
 from copilot.settings import load_settings
 from copilot.store import Store
 from serve.accounts import AccountsService
@@ -51,11 +51,15 @@ def pipeline_for(root: Path) -> EventPipeline:
 
 
 def seeded_pipeline(root: Path, accounts: int) -> EventPipeline:
-    """A data dir with ``accounts`` accounts, each with an open deal for its own product."""
+    """A data dir with ``accounts`` accounts, each with an open deal for its own product
+    (in the price list: events naming an unknown product are refused)."""
     pipeline = pipeline_for(root)
     records = []
     for i in range(accounts):
         records.append(Account(time=SEEDED, account_id=f"acct-{i}", name=f"Account {i}"))
+        records.append(
+            Product(time=SEEDED, product_id=f"prod-{i}", name=f"Product {i}", list_price=100)
+        )
         records.append(
             Opportunity(
                 time=SEEDED,

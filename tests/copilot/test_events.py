@@ -74,8 +74,33 @@ def test_malformed_time_names_the_field_and_the_format(when: str, detail: str) -
 def test_malformed_date_inside_data_names_the_data_field() -> None:
     payload = body("tender", tender_id="t-1", title="Fleet renewal", deadline="2024-02-30")
     message = error_of(payload)
-    assert message.startswith("data.deadline: ")
-    assert "ISO 8601" in message
+    assert message.startswith("data.deadline: '2024-02-30' is not a date or time: expected ")
+    assert "2017-03-01T09:00:00Z" in message
+
+
+def test_data_is_read_the_way_an_imported_file_is() -> None:
+    # The written forms a CRM export uses: a Chinese date, a signed amount, yes/no words.
+    payload = body(
+        "budget_window",
+        window_id="w-1",
+        opens="2018年1月1日",
+        closes="2018/06/30",
+        amount="US$ 5,000",
+    )
+    [window] = to_records(parse_event(payload, "USD"), "USD")
+    assert (window.opens, window.closes, window.amount) == (
+        datetime(2018, 1, 1, tzinfo=UTC),
+        datetime(2018, 6, 30, tzinfo=UTC),
+        5000.0,
+    )
+    contact = body("contact", contact_id="c-1", name="李娜", role="采购负责人", champion="是")
+    [record] = to_records(parse_event(contact, "USD"), "USD")
+    assert record.champion is True
+    milestone = body("tender_milestone", tender_id="t-1", name="答疑", due="2018年1月12日")
+    assert parse_event(milestone, "USD").data["due"] == "2018年1月12日"
+    assert "data.amount: '€5' is in EUR, not USD" in error_of(
+        body("budget_window", window_id="w-2", opens="2018-01-01", closes="2018-02-01", amount="€5")
+    )
 
 
 def test_negative_quantity_is_refused_with_the_field() -> None:
@@ -211,3 +236,86 @@ def test_envelope_model_is_strict() -> None:
         idempotency_key="k", type="policy", account_id="a", time=datetime(2024, 1, 1, tzinfo=offset)
     )
     assert event.time.utcoffset() == timedelta(0)
+
+
+def test_an_observation_time_in_the_future_is_refused() -> None:
+    # A typo (2081 for 2018) would date the record ahead of every correct event and freeze it.
+    message = error_of(body(time="2081-01-08T09:00:00Z"))
+    assert message.startswith("time: 2081-01-08T09:00:00+00:00 is in the future")
+    soon = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
+    assert parse_event(body(time=soon), "USD").time.year == datetime.now(UTC).year
+
+
+@pytest.mark.parametrize(
+    ("data", "detail"),
+    [
+        ({"product_id": "GTX Pro", "on_hand": 10**20}, "on_hand = 1e+20 is larger than 1e+15"),
+        ({"product_id": "GTX Pro", "on_hand": 1, "incoming_eta": "9999-12-31"}, "year 9999"),
+    ],
+)
+def test_implausible_numbers_and_years_in_data_are_refused(data: dict, detail: str) -> None:
+    assert detail in error_of(body(**data))
+
+
+def test_infinite_amounts_are_refused() -> None:
+    payload = body("competitor_price", observation_id="c-1", competitor="V", product_id="GTX Pro")
+    payload["data"]["unit_price"] = float("inf")
+    assert "data.unit_price: Input should be a finite number" in error_of(payload)
+
+
+def test_a_budget_window_closing_before_it_opens_is_refused() -> None:
+    payload = body(
+        "budget_window", window_id="w-1", opens="2024-06-01", closes="2024-01-01", amount=5
+    )
+    assert "the window closes (2024-01-01T00:00:00+00:00) before it opens" in error_of(payload)
+
+
+def test_the_account_id_is_read_without_surrounding_spaces() -> None:
+    payload = {**body(), "account_id": "  acme "}
+    assert parse_event(payload, "USD").account_id == "acme"
+
+
+def test_body_hash_treats_a_spelt_out_default_and_a_float_count_as_the_same_fact() -> None:
+    plain = parse_event(body(product_id="GTX Pro", on_hand=3), "USD")
+    spelt = parse_event(body(product_id="GTX Pro", on_hand=3.0, incoming=0), "USD")
+    assert body_hash(plain) == body_hash(spelt)
+
+
+def test_an_older_event_for_another_milestone_is_still_merged() -> None:
+    # The stored tender was last changed at 2024-03-01 09:00 (its first milestone event).
+    stored = _tender(datetime(2024, 2, 1, tzinfo=UTC))
+    first = parse_event(
+        body("tender_milestone", tender_id="t-1", name="Bid", due="2024-03-20"), "USD"
+    )
+    [after_first] = to_records(first, "USD", {"t-1": stored})
+
+    older = parse_event(
+        body(
+            "tender_milestone",
+            time="2024-02-28T09:00:00Z",
+            tender_id="t-1",
+            name="Clarification meeting",
+            due="2024-03-08",
+        ),
+        "USD",
+    )
+    [merged] = to_records(older, "USD", {"t-1": after_first})
+    assert "Clarification meeting" in [m.name for m in merged.milestones]
+    assert merged.time == after_first.time == datetime(2024, 3, 1, 9, tzinfo=UTC)
+
+    # An older event for the milestone changed later leaves it as it is.
+    stale = parse_event(
+        body(
+            "tender_milestone",
+            time="2024-02-28T09:00:00Z",
+            tender_id="t-1",
+            name="bid",
+            due="2024-04-01",
+        ),
+        "USD",
+    )
+    [kept] = to_records(stale, "USD", {"t-1": merged})
+    assert kept == merged
+    assert [m.due for m in kept.milestones if m.name == "Bid"] == [
+        datetime(2024, 3, 20, tzinfo=UTC)
+    ]

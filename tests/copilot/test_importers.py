@@ -494,3 +494,62 @@ def test_the_configured_currency_must_be_an_iso_code() -> None:
     assert AccountSettings(currency=" cny ").currency == "CNY"
     with pytest.raises(ValidationError, match="ISO 4217 code such as USD; got '¥'"):
         AccountSettings(currency="¥")
+
+
+# --- conflicts inside one file ----------------------------------------------------------
+
+
+def test_a_key_given_twice_in_one_file_is_kept_once_and_named_in_a_warning(
+    store, settings, tmp_path
+) -> None:
+    folder = _copy_sample(tmp_path)
+    contacts = folder / "contacts.csv"
+    text = contacts.read_text(encoding="utf-8")
+    assert text.splitlines()[4].startswith("C-BETA-2,") and len(text.splitlines()) == 10
+    # Omar Haddad again on a new last line (11), now the champion; the same time as line 5.
+    contacts.write_text(
+        text + "C-BETA-2,Betatech,Omar Haddad,head of purchasing,true,true,2017-03-10\n",
+        encoding="utf-8",
+    )
+
+    report = import_paths([folder], store, settings)
+
+    assert report.warnings[-1] == (
+        f"{contacts}: contact 'C-BETA-2' is given twice, line 5 and line 11; one is stored: "
+        "the one of the later time, line 11 if the times are equal; remove the other row"
+    )
+    assert report.kinds["contact"].inserted == 9 and report.kinds["contact"].updated == 1
+    (omar,) = [c for c in store.context("Betatech").contacts if c.contact_id == "C-BETA-2"]
+    assert (omar.role, omar.champion) == ("head of purchasing", True)  # the last row won
+
+
+def test_a_key_given_twice_in_a_json_file_names_both_items(store, settings, tmp_path) -> None:
+    folder = _copy_sample(tmp_path)
+    tenders = folder / "tenders.json"
+    items = json.loads(tenders.read_text(encoding="utf-8"))
+    tenders.write_text(json.dumps([*items, items[0]], ensure_ascii=False), encoding="utf-8")
+
+    report = import_paths([folder], store, settings)
+
+    key = items[0]["tender_id"]
+    assert report.warnings[-1].startswith(
+        f"{tenders}: tender '{key}' is given twice, item 1 and item {len(items) + 1}; "
+    )
+
+
+def test_a_column_named_twice_is_refused_and_nothing_stored(store, settings, tmp_path) -> None:
+    folder = _copy_sample(tmp_path)
+    contacts = folder / "contacts.csv"
+    lines = contacts.read_text(encoding="utf-8").splitlines()
+    lines[0] += ",name"
+    lines[1:] = [line + ",Someone Else" for line in lines[1:]]
+    contacts.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    with pytest.raises(InputError) as exc:
+        import_paths([folder], store, settings)
+
+    assert str(exc.value) == (
+        f"{contacts}: the header has column 'name' twice (columns 3 and 8); rename or remove "
+        "one of them"
+    )
+    assert store.counts() == {}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import random
+import re
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -218,7 +220,85 @@ def test_no_price_below_the_floor_even_when_the_floor_is_above_list() -> None:
     assert thin.unit_price == 104.5 and thin.discount == pytest.approx(-0.045)
     assert any("floor 104.50 is above its list price" in r for r in got["volume_term"].risk_reasons)
     floored = got["volume_term"].lines[1]
-    assert floored.unit_price == 97 and "Floored stops at 3.0% off" in got["volume_term"].rationale
+    assert floored.unit_price == 97
+    assert (
+        "Floored is priced at the floor 97.00, 3.0% off list 100.00, not at 8% off list"
+        in got["volume_term"].rationale
+    )
+
+
+def test_when_the_floor_sets_the_price_the_quote_says_so_and_claims_no_discount() -> None:
+    ctx = make_context(
+        [product("F", 100, margin_floor=150), product("G", 80, unit_cost=40)],
+        stocks=[stock("F", 100), stock("G", 100)],
+    )
+    got = by_name(quote_strategies(ctx, [("F", 3)], 0.5, CURVE, SETTINGS))
+    premium, volume, bundle = got["value_premium"], got["volume_term"], got["phased_bundle"]
+    floored = "F is priced at the floor 150.00, 50.0% above list 100.00"
+
+    assert premium.unit_price == 150 and premium.discount == pytest.approx(-0.5)
+    assert premium.title == "Value premium (at the floor, 50.0% above list)"
+    assert premium.rationale.startswith(
+        "priced at the floor, 50.0% above list and sold on value: price lock, service terms, "
+        f"first call on stock; {floored}, not at list price;"
+    )
+
+    assert volume.unit_price == 150
+    assert volume.terms[0] == "5 x F (asked: 3) at the floor 150.00, 50.0% above list 100.00"
+    assert volume.rationale.startswith(
+        "more volume and a 24-month term: 1.5x the quantity at 50.0% above list; "
+        f"{floored}, not at 8% off list;"
+    )
+
+    # The add-on G got the bundle discount, F did not
+    assert [(ln.product_id, ln.unit_price) for ln in bundle.lines] == [("F", 150), ("G", 76)]
+    assert bundle.terms == [
+        "phase 1: 3 x F, 3 x G on 2018-01-08, invoiced on delivery",
+        "5% bundle discount on G",
+        "F at the floor 150.00, 50.0% above list 100.00",
+    ]
+    assert f"{floored}, not at 5% off list" in bundle.rationale
+
+    # No text calls a price above list a discount
+    for s in got.values():
+        for text in [s.title, *s.terms, s.rationale]:
+            assert "-50.0%" not in text and "8% off for" not in text, (s.name, text)
+
+
+def test_the_max_discount_cap_is_said_where_it_cuts_the_discount() -> None:
+    ctx = make_context([product("P", 100, unit_cost=10)], [stock("P", 100)])
+    capped = QuoteSettings(volume_discount=0.5, max_discount=0.3)
+    volume = quote_strategies(ctx, [("P", 4)], 0.5, CURVE, capped)[1]
+    assert volume.unit_price == 70 and volume.terms[0] == (
+        "6 x P (asked: 4) at 70.00, 30.0% off list 100.00"
+    )
+    assert volume.rationale.startswith(
+        "more volume and a 24-month term: 1.5x the quantity at 30.0% off list; "
+        "P is priced at 70.00, 30.0% off list 100.00, not at 50% off list: max_discount is 30%;"
+    )
+
+
+def test_tiny_prices_keep_their_margin_and_claim_no_discount_lost_to_whole_cents() -> None:
+    ctx = make_context(
+        [product("T", 0.01, unit_cost=0.001), product("U", 0.01, unit_cost=0.001)],
+        stocks=[stock("T", 100), stock("U", 100)],
+    )
+    got = by_name(quote_strategies(ctx, [("T", 3)], 0.5, CURVE, SETTINGS))
+    for s in got.values():
+        assert s.margin == pytest.approx(0.9), s.name  # (0.01 - 0.001) / 0.01
+        assert all(ln.unit_price == 0.01 and ln.discount == 0 for ln in s.lines), s.name
+    assert got["value_premium"].margin_value == 0.03  # 3 x 0.009, shown in cents
+
+    bundle = got["phased_bundle"]
+    assert not any("bundle discount" in t for t in bundle.terms), bundle.terms
+    assert bundle.terms[-2:] == ["T at 0.01, list price 0.01", "U at 0.01, list price 0.01"]
+    assert (
+        "T is priced at 0.01, list price 0.01, not at 5% off list: prices are in whole cents"
+        in bundle.rationale
+    )
+    volume = got["volume_term"]
+    assert "8% off for" not in volume.rationale
+    assert volume.terms[0] == "5 x T (asked: 3) at 0.01, list price 0.01"
 
 
 def test_a_product_without_cost_or_floor_is_refused() -> None:
@@ -330,15 +410,23 @@ def test_unknown_cost_counts_the_floor_and_says_so() -> None:
 def test_talking_points_are_attached_and_a_failing_writer_loses_nothing(shop) -> None:
     seen = []
 
-    def writer(strategy, ctx):
-        seen.append((strategy.name, ctx.account.account_id))
-        return [TalkingPoint(f"{strategy.name} works", [Citation("c1", 1.0, 2.0, "ok")])]
+    def writer(strategies, ctx):  # called once per quote, with all its strategies
+        seen.append(([s.name for s in strategies], ctx.account.account_id))
+        return [
+            [TalkingPoint(f"{s.name} works", [Citation("c1", 1.0, 2.0, "ok")])] for s in strategies
+        ]
 
     got = quote_strategies(shop, [("GTX Pro", 2)], 0.5, CURVE, SETTINGS, talking_points=writer)
-    assert seen == [(n, "Acme") for n in ("value_premium", "volume_term", "phased_bundle")]
+    assert seen == [(["value_premium", "volume_term", "phased_bundle"], "Acme")]
     assert got[1].talking_points[0].text == "volume_term works"
 
-    def broken(strategy, ctx):
+    def short(strategies, ctx):
+        return [[TalkingPoint("one list for three strategies", [])]]
+
+    got = quote_strategies(shop, [("GTX Pro", 2)], 0.5, CURVE, SETTINGS, talking_points=short)
+    assert [s.talking_points for s in got] == [[], [], []]
+
+    def broken(strategies, ctx):
         raise RuntimeError("model on fire")
 
     got = quote_strategies(shop, [("GTX Pro", 2)], 0.5, CURVE, SETTINGS, talking_points=broken)
@@ -481,3 +569,44 @@ def test_hard_limits_hold_for_every_strategy_in_400_random_contexts() -> None:
             checked += 1
     # the random contexts do reach the limits
     assert checked == 1200 and over_budget > 50 and replenished > 100
+
+
+def at_rate(lines, rate: float, settings: QuoteSettings) -> bool:
+    """Every line at this discount, to the 0.1 % a quote shows, and the cap allows it."""
+    fits = rate <= settings.max_discount + 1e-9
+    return fits and all(f"{ln.discount:.1%}" == f"{rate + 0.0:.1%}" for ln in lines)
+
+
+def test_price_claims_match_the_prices_in_400_random_contexts() -> None:
+    rng = random.Random(20180108)
+    said = Counter()
+    for case in range(400):
+        ctx, items, base, settings = random_case(rng)
+        got = by_name(quote_strategies(ctx, items, base, CURVE, settings))
+        premium, volume, bundle = got["value_premium"], got["volume_term"], got["phased_bundle"]
+
+        # The planned price is said only where every line got it
+        uplift = settings.premium_uplift
+        planned = f"{uplift * 100:.1f}".removesuffix(".0") + "% above list" if uplift else ""
+        if premium.title == f"Value premium (at {planned or 'list price'})":
+            said["premium"] += 1
+            assert at_rate(premium.lines, -uplift, settings), case
+        else:
+            assert not at_rate(premium.lines, -uplift, settings), case
+        if " off for " in volume.rationale:
+            said["volume"] += 1
+            assert at_rate(volume.lines, settings.volume_discount, settings), case
+        else:
+            assert not at_rate(volume.lines, settings.volume_discount, settings), case
+        if any(t.endswith("bundle discount on every line") for t in bundle.terms):
+            said["bundle"] += 1
+            assert at_rate(bundle.lines, settings.bundle_discount, settings), case
+        else:
+            assert not at_rate(bundle.lines, settings.bundle_discount, settings), case
+
+        # A price above list is never called a discount
+        for s in got.values():
+            for text in [s.title, *s.terms, s.rationale]:
+                assert not re.search(r"-\d+(\.\d+)?% off", text), (case, s.name, text)
+    # the plan was stated, and not stated, often enough for the check to mean something
+    assert min(said.values()) > 50 and max(said.values()) < 350, said

@@ -21,17 +21,19 @@ from copilot.context import (
     PolicyChange,
     Product,
     SalesAgent,
+    StockLevel,
     Tender,
 )
 from copilot.errors import InputError
 from copilot.importers import import_paths
-from copilot.recommend import _FILLERS, recommend, recommendation_id
+from copilot.recommend import _FILLERS, UNASSIGNED, recommend, recommendation_id
 from copilot.rules import PLACEHOLDERS, RuleSet, load_rules, parse_rules
 from copilot.schemas import Evidence, Signal
-from copilot.settings import REPO_ROOT, OutcomeSettings, SignalSettings, load_settings
+from copilot.settings import REPO_ROOT, OutcomeSettings, Settings, SignalSettings, load_settings
 from copilot.signals import compute_signals, iso
 
 SAMPLE_ACCOUNTS = REPO_ROOT / "data" / "sample" / "accounts"
+SAMPLE_CLOCK = datetime(2018, 1, 8, 9, 0, tzinfo=UTC)  # the sample's latest record
 AS_OF = datetime(2017, 12, 29, 9, 0, tzinfo=UTC)
 OBSERVED = "2017-12-20T00:00:00Z"
 
@@ -347,7 +349,7 @@ def test_default_actions_fill_names_from_the_records(rules) -> None:
     assert recs["competitor-price-defence"].action.startswith(
         "Globex is 12% below our list price on GTX Pro"
     )
-    assert "Only 8 units of GTX Pro" in recs["low-stock-in-play"].action
+    assert "only 8 x GTX Pro available" in recs["low-stock-in-play"].action
     assert "Share what Data residency rule means" in recs["policy-change"].action
     assert '"price: 太贵了"; "timing: later"' in recs["unresolved-objections"].action
     assert "12.4 days past its usual reorder" in recs["reorder-check-in"].action
@@ -388,14 +390,47 @@ def one_rule(owner: str, extra: str = "") -> RuleSet:
     return parse_rules(text.encode(), Path("r.yaml"))
 
 
-def test_owner_falls_back_to_the_role_and_says_so() -> None:
+def test_an_account_without_owner_goes_to_a_person_or_unassigned_never_the_role() -> None:
     idle = [signal("no_activity", 40, "days")]
-    (rec,) = recommend(context(owner=None), idle, one_rule("account_owner"))
-    assert rec.owner == "account_owner"
-    assert "no owner on record" in rec.why
+    for role in ("account_owner", "manager"):
+        # No owner, and the only deal names no agent: nobody to hand it to.
+        (rec,) = recommend(context(owner=None), idle, one_rule(role))
+        assert rec.owner == UNASSIGNED == "unassigned"
+        assert rec.action.startswith("unassigned: ")
+        assert (
+            f"owner: the account has no owner on record (rule owner {role}) and no deal "
+            "names an agent, so unassigned: assign an owner"
+        ) in rec.why
+
+    # The agent on the latest deal is known: their manager acts or assigns an owner.
+    ctx = context(owner=None)
+    (deal,) = ctx.opportunities
+    ctx.opportunities = [
+        replace_record(deal, opportunity_id="opp0", agent="Nobody Known"),
+        replace_record(deal, agent="moses frase", time=deal.time + timedelta(days=1)),
+    ]
+    (rec,) = recommend(ctx, idle, one_rule("account_owner"))
+    assert rec.owner == "Dustin Brinkmann"
+    assert (
+        "owner: the account has no owner on record (rule owner account_owner), so Dustin "
+        "Brinkmann, the manager of moses frase (agent on the latest deal opp1), to act or "
+        "assign an owner"
+    ) in rec.why
+
+    # That agent's manager is not on record either.
+    ctx.opportunities = ctx.opportunities[:1]
+    (rec,) = recommend(ctx, idle, one_rule("manager"))
+    assert rec.owner == UNASSIGNED
+    assert "the manager of Nobody Known (agent on the latest deal opp0) is not on record" in (
+        rec.why
+    )
+
+
+def test_a_manager_not_on_record_falls_back_to_the_account_owner() -> None:
+    idle = [signal("no_activity", 40, "days")]
     (rec,) = recommend(context(owner="Nobody Known"), idle, one_rule("manager"))
-    assert rec.owner == "manager"
-    assert "Nobody Known's manager is not on record" in rec.why
+    assert rec.owner == "Nobody Known"
+    assert "owner: Nobody Known's manager is not on record, so the account owner" in rec.why
     (rec,) = recommend(context(owner="moses frase"), idle, one_rule("Manager"))
     assert rec.owner == "Dustin Brinkmann"  # names match case-folded
 
@@ -550,8 +585,84 @@ def test_sample_accounts_fire_the_critical_tender_rule_at_the_store_clock(
         "procurement_lead_changed",
     }
     assert "tender-countdown" not in recs  # superseded by the critical rule
-    assert "Only 6 units of GTX Pro" in recs["low-stock-in-play"].action
+    assert "only 6 x GTX Pro available" in recs["low-stock-in-play"].action
 
 
 def test_every_placeholder_has_a_filler() -> None:
     assert _FILLERS.keys() == PLACEHOLDERS.keys()
+
+
+# --- who to call, what is short ----------------------------------------------------------
+
+
+@pytest.fixture
+def sample(tmp_path: Path) -> tuple[AccountStore, Settings]:
+    settings = load_settings(data_dir=tmp_path)
+    store = AccountStore(settings.db_path)
+    import_paths([SAMPLE_ACCOUNTS], store, settings.accounts)
+    return store, settings
+
+
+def sample_recs(sample, rules: RuleSet, account: str) -> dict[str, object]:
+    store, settings = sample
+    ctx = store.context(account, as_of=SAMPLE_CLOCK)
+    return fired(recommend(ctx, compute_signals(ctx, settings.signals, settings.outcomes), rules))
+
+
+def test_a_contact_who_left_is_not_offered_as_someone_to_call(rules, sample) -> None:
+    store, _ = sample
+    before = sample_recs(sample, rules, "Betatech")
+    assert "call Omar Haddad (purchasing manager) and find out" in (
+        before["champion-departed"].action
+    )
+
+    # Omar Haddad (C-BETA-2) leaves after his contact row was written; a departure
+    # dated after the signals' time does not count yet.
+    left = ContactChange(
+        time="2018-01-05", change_id="CC-9", contact_id="C-BETA-2", account_id="Betatech",
+        change="left", old_role="purchasing manager",
+    )  # fmt: skip
+    later = left.model_copy(update={"change_id": "CC-10", "time": SAMPLE_CLOCK.replace(day=9)})
+    store.upsert([later])
+    assert "Omar Haddad" in sample_recs(sample, rules, "Betatech")["policy-change"].action
+    store.upsert([left])
+
+    after = sample_recs(sample, rules, "Betatech")
+    for rule_id in ("champion-departed", "policy-change"):
+        assert "Omar Haddad" not in after[rule_id].action
+    # Helen Brooks left as well: nobody is left to name.
+    assert "Rebuild the relationship: call — and find out" in after["champion-departed"].action
+
+
+def test_several_low_stock_products_each_keep_their_own_count(rules, sample) -> None:
+    # The sample's Acme has 6 GTX Pro for its tender; MG Advanced, now in a deal too, has 1.
+    store, _ = sample
+    store.upsert(
+        [
+            Opportunity(
+                time="2018-01-03", opportunity_id="S-900", account_id="Acme Corporation",
+                product_id="MG Advanced", agent="Mara Quinlan", stage="engaging",
+            ),
+            StockLevel(time=SAMPLE_CLOCK, product_id="MG Advanced", on_hand=1),
+        ]
+    )  # fmt: skip
+    action = sample_recs(sample, rules, "Acme Corporation")["low-stock-in-play"].action
+    assert "6 x GTX Pro, 1 x MG Advanced" in action
+    assert "Only 1 units" not in action
+
+    # One short product reads the same way.
+    one = fired(
+        recommend(context(), [signal("low_stock", 1, "units", product_id="GTX Pro")], rules)
+    )
+    assert "only 1 x GTX Pro available" in one["low-stock-in-play"].action
+    two = fired(
+        recommend(
+            context(),
+            [
+                signal("low_stock", 6, "units", product_id="GTX Pro"),
+                signal("low_stock", 1, "units", product_id="MG Special"),
+            ],
+            rules,
+        )
+    )
+    assert "6 x GTX Pro, 1 x MG Special" in two["low-stock-in-play"].action

@@ -24,7 +24,13 @@ from copilot.context import (
     Tender,
 )
 from copilot.settings import DEFAULT_CONFIG, OutcomeSettings, SignalSettings, load_settings
-from copilot.signals import DEFAULT_WEIGHTS, DETECTORS, SIGNAL_TYPES, compute_signals
+from copilot.signals import (
+    DEFAULT_WEIGHTS,
+    DETECTORS,
+    SIGNAL_TYPES,
+    compute_signals,
+    departed_contacts,
+)
 from tests.conftest import SAMPLE, SHARED_DATA
 
 AS_OF = datetime(2018, 1, 8, 9, 0, tzinfo=UTC)
@@ -317,6 +323,40 @@ def test_inactive_champion_without_a_change_departs_at_the_rows_time():
     (departed,) = of_type(signals_of(context(contacts=contacts)), "champion_departed")
     assert departed.value == pytest.approx(3.0)
     assert departed.evidence[0].kind == "contact" and "李明" in departed.summary
+
+
+def test_departed_contacts_follow_the_newest_fact_up_to_as_of():
+    contacts = [  # every row written 2017-12-20 and active unless said
+        contact("c1", "Omar Haddad", "purchasing manager"),  # left later: gone
+        contact("c2", "Lena Park", "CTO"),  # left, then joined again: here
+        contact("c3", "Ravi Shah", "analyst"),  # leaves after as_of: here
+        contact("c4", "王芳", "采购负责人", active=False),  # marked inactive, no change: gone
+        contact("c5", "Sam Lee", "buyer"),  # left before the row was written: here
+        contact("c6", "Ivo Berg", "engineer", active=False),  # same time as a join: gone
+    ]
+    changes = [
+        change("ch1", "c1", "left", "2018-01-05"),
+        change("ch2", "c2", "left", "2017-12-22"),
+        change("ch3", "c2", "joined", "2018-01-02", new_role="CTO"),
+        change("ch4", "c3", "left", "2018-01-09"),
+        change("ch5", "c5", "left", "2017-11-01"),
+        change("ch6", "c6", "joined", "2017-12-20"),
+    ]
+    ctx = context(contacts=contacts, contact_changes=changes)
+    assert departed_contacts(ctx) == {"c1", "c4", "c6"}
+    assert departed_contacts(ctx, as_of=t("2018-01-10")) == {"c1", "c3", "c4", "c6"}
+    assert departed_contacts(ctx, as_of=t("2017-12-25")) == {"c2", "c4", "c6"}
+
+
+def test_a_procurement_lead_who_left_again_is_no_new_lead():
+    contacts = [contact("c1", "王芳", "采购负责人")]  # the row still says active
+    joined = change("ch1", "c1", "joined", "2017-12-28")
+    found = signals_of(context(contacts=contacts, contact_changes=[joined]))
+    assert [s.evidence[0].ref for s in of_type(found, "procurement_lead_changed")] == ["ch1"]
+
+    left = change("ch2", "c1", "left", "2018-01-06")
+    found = signals_of(context(contacts=contacts, contact_changes=[joined, left]))
+    assert of_type(found, "procurement_lead_changed") == []
 
 
 # --- stock --------------------------------------------------------------------------

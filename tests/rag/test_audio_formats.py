@@ -163,8 +163,11 @@ def test_converted_sample_transcribes(
 
     text = " ".join(t.text for t in transcript.turns).lower()
     # Words tiny.en gets right from every one of them (8 kHz AAC turns "fleet insurance"
-    # into "leap insurance", so that phrase is not one of them).
-    for phrase in ("insurance", "email it today", "price", "thank you, morgan"):
+    # into "leap insurance", so that phrase is not one of them). The closing "thank you,
+    # Morgan" is lost from the 44.1 kHz mono mix on CPUs where oneDNN runs the int8 kernels
+    # with AVX-512 VNNI (it is back with ONEDNN_MAX_CPU_ISA=AVX2), so the name is checked
+    # where it opens the call.
+    for phrase in ("insurance", "email it today", "price", "hi morgan"):
         assert phrase in text, f"{phrase!r} missing from {path.name}: {text}"
     assert abs(transcript.duration_s - 39.39) < 0.2
     if channels == 2:  # one party per channel: the customer's words are on the right

@@ -258,7 +258,7 @@ def test_a_stock_event_becomes_an_alert_with_its_chain(api: TestClient) -> None:
     assert chain["recommendation"]["priority"] == "high"
     assert chain["recommendation"]["owner"] == "李娜"
     assert chain["recommendation"]["action"].startswith(
-        f"Only 2 units of MG Advanced are available for {HUAXIN}'s open business."
+        f"Stock is short for {HUAXIN}'s open business: only 2 x MG Advanced available."
     )
 
     # The event moved the account's state (and the data clock) for every reader.

@@ -260,7 +260,11 @@ def test_quote_arguments_that_do_not_pair_up(sample_data: Path) -> None:
 
     zero = run(sample_data, *acme, "--product", "GTX Pro", "--quantity", "0")
     assert zero.returncode == 1
-    assert "error: quantity for 'GTX Pro' must be 1 or more, got 0" in zero.stderr
+    assert "error: quantity for 'GTX Pro' must be from 1 to 10,000,000, got 0" in zero.stderr
+
+    huge = run(sample_data, *acme, "--product", "GTX Pro", "--quantity", "99999999999999999999")
+    assert huge.returncode == 1
+    assert "must be from 1 to 10,000,000, got 99,999,999,999,999,999,999" in huge.stderr
 
     no_product = run(sample_data, *acme)
     assert no_product.returncode == 2 and "Missing option '--product'" in no_product.stderr

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from copilot.context import Product
 from copilot.event_store import EventStore, WebhookTarget
 from copilot.events import body_hash, parse_event
 from copilot.settings import AlertSettings, Settings
@@ -36,7 +37,12 @@ def with_alerts(settings: Settings, **changes) -> Settings:
 
 
 def make_pipeline(settings: Settings) -> EventPipeline:
-    return EventPipeline(settings, AccountsService(settings, Store(settings.db_path)))
+    accounts = AccountsService(settings, Store(settings.db_path))
+    accounts.apply_records(
+        Product(time="2024-03-01", product_id=name, name=name, list_price=100)
+        for name in ("GTX Pro", "Atlas")
+    )
+    return EventPipeline(settings, accounts)
 
 
 def wait_processed(http: httpx.Client, event_id: str, timeout_s: float = 20) -> dict:
@@ -82,6 +88,7 @@ def test_an_alert_reaches_the_stream_once_and_the_same_situation_is_not_realerte
 ) -> None:
     base, pipeline = server
     read_timeout = httpx.Timeout(10, read=20)
+    pipeline.submit(ACCOUNT)  # a stream for one account needs the account to be known
     with (
         httpx.Client(base_url=base, timeout=10) as http,
         httpx.Client(timeout=read_timeout) as reader,
@@ -94,15 +101,14 @@ def test_an_alert_reaches_the_stream_once_and_the_same_situation_is_not_realerte
         assert ready.event == "ready" and ready.data["account_id"] is None
         assert next(acme_events).data["account_id"] == "acme"
 
-        for body in (ACCOUNT, DEAL):
-            post(http, body)
+        post(http, DEAL)
         stock_id = post(http, low_stock("wms-1", 3))
         alert = next_event(events)
         assert alert.data["idempotency_key"] == "wms-1"
         assert alert.data["event_id"] == stock_id
         assert alert.id == alert.data["alert_id"]
         assert alert.data["rule_id"] == "low-stock-in-play"
-        assert "Only 3 units of GTX Pro" in alert.data["recommendation"]["action"]
+        assert "only 3 x GTX Pro available" in alert.data["recommendation"]["action"]
         assert next_event(acme_events).id == alert.id
 
         # The same shortage again: processed, but no alert. The next alert on the stream
@@ -293,3 +299,18 @@ def test_a_slow_reader_loses_the_oldest_alerts_and_is_told_while_others_get_all(
     assert hub.flush() == 5 + 3 + 2  # fast: 5 delivered; slow: 3 dropped, 2 delivered
     statuses = sorted(d.status for d in store.chain(ids[0]).deliveries)
     assert statuses == ["delivered", "dropped"]
+
+
+def test_a_stream_for_an_unknown_account_is_refused_before_it_starts(
+    server: tuple[str, EventPipeline],
+) -> None:
+    base, pipeline = server
+    with (
+        httpx.Client(base_url=base, timeout=10) as http,
+        http.stream("GET", "/v1/alerts/stream", params={"account_id": "Nobody"}) as reply,
+    ):
+        # Only the head is read: a stream that did start would never end.
+        assert (reply.status_code, reply.headers["content-type"]) == (404, "application/json")
+        error = json.loads(reply.read())["error"]
+    assert error["message"].startswith("account 'Nobody' is not known; check the id")
+    assert pipeline.hub.subscriber_count == 0

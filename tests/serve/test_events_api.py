@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from copilot.context import Product
+from copilot.errors import InputError
 from copilot.settings import Settings
 from copilot.store import Store
 from serve.accounts import AccountsService
@@ -47,7 +49,10 @@ def low_stock(key: str, on_hand: int, time: str = "2024-03-02T08:00:00Z") -> dic
 
 @pytest.fixture
 def accounts(settings: Settings) -> AccountsService:
-    return AccountsService(settings, Store(settings.db_path))
+    service = AccountsService(settings, Store(settings.db_path))
+    # The price list: events naming a product outside it are refused, as imports are.
+    service.apply_records([Product(time=T0, product_id="GTX Pro", name="GTX Pro", list_price=4821)])
+    return service
 
 
 @pytest.fixture
@@ -196,11 +201,46 @@ def test_a_restart_processes_the_events_left_pending(
     assert (stored.name, stored.role) == ("Li Wei", "采购负责人")
 
 
-def test_a_failed_event_is_reported_and_the_worker_goes_on(api: TestClient, pipeline) -> None:
+def test_a_milestone_for_an_unknown_tender_is_refused_when_posted(api: TestClient) -> None:
+    post = api.post("/v1/events", json=ACCOUNT)
+    assert post.status_code == 202
     milestone = event("t-m1", "tender_milestone", {"tender_id": "t-9", "name": "Bid", "due": T0})
-    _, failed, after = post_all(api, pipeline, ACCOUNT, milestone, DEAL)
+    reply = api.post("/v1/events", json=milestone)
+    assert reply.status_code == 404
+    assert "tender 't-9' is not known for account 'acme'" in reply.json()["error"]["message"]
+
+    # A tender accepted but not yet applied is known: its milestones may follow at once.
+    tender = event(
+        "t-9", "tender", {"tender_id": "t-9", "title": "Refit", "deadline": "2024-04-01"}
+    )
+    assert api.post("/v1/events", json=tender).status_code == 202
+    assert api.post("/v1/events", json=milestone).status_code == 202
+
+
+def test_an_event_naming_a_product_outside_the_price_list_is_refused(api: TestClient) -> None:
+    api.post("/v1/events", json=ACCOUNT)
+    reply = api.post(
+        "/v1/events", json=event("s-1", "stock", {"product_id": "Unobtainium", "on_hand": 1})
+    )
+    assert reply.status_code == 404
+    assert "product(s) 'Unobtainium' not in the price list" in reply.json()["error"]["message"]
+
+
+def test_a_failed_event_is_reported_and_the_worker_goes_on(
+    api: TestClient, pipeline: EventPipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    apply = pipeline.accounts.apply_records
+
+    def refuse_deals(records):
+        records = list(records)
+        if any(r.kind == "opportunity" for r in records):
+            raise InputError("the store refused the deal")
+        return apply(records)
+
+    monkeypatch.setattr(pipeline.accounts, "apply_records", refuse_deals)
+    _, failed, after = post_all(api, pipeline, ACCOUNT, DEAL, low_stock("wms-1", 3))
     assert failed["status"] == "failed"
-    assert "tender 't-9' is not known for account 'acme'" in failed["error"]
+    assert failed["error"] == "failed while applying it: the store refused the deal"
     assert after["status"] == "applied"
 
 
@@ -215,6 +255,7 @@ def test_low_stock_for_an_open_deal_raises_one_alert_with_its_chain(
 
     [listed] = api.get("/v1/alerts", params={"account_id": "acme"}).json()
     assert listed["alert_id"] == rec["alert_id"]
+    post_all(api, pipeline, event("crm-globex", "account", {"name": "Globex"}, account="globex"))
     assert api.get("/v1/alerts", params={"account_id": "globex"}).json() == []
 
     acted = api.post(
@@ -228,7 +269,7 @@ def test_low_stock_for_an_open_deal_raises_one_alert_with_its_chain(
     assert chain["signals"][0]["value"] == 3.0
     assert chain["rule"]["rule_id"] == "low-stock-in-play"
     assert chain["rule"]["signals"][0]["product_id"] == "GTX Pro"
-    assert "Only 3 units of GTX Pro" in chain["recommendation"]["action"]
+    assert "only 3 x GTX Pro available" in chain["recommendation"]["action"]
     assert chain["recommendation"]["owner"] == "dana"
     assert [(a["action"], a["actor"]) for a in chain["actions"]] == [("accepted", "dana")]
 
@@ -251,7 +292,8 @@ def test_rep_action_must_be_one_of_the_four(api: TestClient, pipeline) -> None:
     assert missing.status_code == 404
 
 
-def test_webhook_subscriptions_are_listed_and_removed(api: TestClient) -> None:
+def test_webhook_subscriptions_are_listed_and_removed(api: TestClient, pipeline) -> None:
+    post_all(api, pipeline, ACCOUNT)
     made = api.post(
         "/v1/webhooks",
         json={"url": "http://127.0.0.1:9/hook", "account_id": "acme", "secret": "s" * 20},
@@ -270,3 +312,70 @@ def test_webhook_subscriptions_are_listed_and_removed(api: TestClient) -> None:
     assert api.delete(f"/v1/webhooks/{hook['webhook_id']}").status_code == 404
     bad = api.post("/v1/webhooks", json={"url": "ftp://example"})
     assert bad.status_code == 422 and bad.json()["error"]["message"].startswith("body.url")
+
+
+# --- account filters and subscriptions are checked -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "payload"),
+    [
+        ("POST", "/v1/webhooks", {"url": "http://127.0.0.1:9/hook", "account_id": "Nobody"}),
+        ("GET", "/v1/alerts?account_id=Nobody", None),
+        # The stream: tests/serve/test_alerts.py, on a live server (it never ends otherwise).
+    ],
+)
+def test_an_unknown_account_filter_is_a_404_naming_it(
+    api: TestClient, pipeline: EventPipeline, method: str, path: str, payload: dict | None
+) -> None:
+    post_all(api, pipeline, ACCOUNT)
+    reply = api.request(method, path, json=payload)
+    assert reply.status_code == 404
+    error = reply.json()["error"]
+    assert error["code"] == "not_found"
+    assert error["message"].startswith("account 'Nobody' is not known; check the id")
+    assert pipeline.webhooks() == []
+
+
+def test_a_known_account_from_a_pending_event_is_accepted(api: TestClient, pipeline) -> None:
+    # Accepted but not yet applied: the account exists as an event, as POST /v1/events allows.
+    assert api.post("/v1/events", json=ACCOUNT).status_code == 202
+    made = api.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/h", "account_id": "acme"})
+    assert made.status_code == 201
+    assert api.get("/v1/alerts", params={"account_id": "acme"}).status_code == 200
+
+
+def test_the_same_subscription_twice_answers_the_first(api: TestClient, pipeline) -> None:
+    post_all(api, pipeline, ACCOUNT)
+    body = {"url": "http://127.0.0.1:9/hook", "account_id": "acme", "secret": "s" * 20}
+    first = api.post("/v1/webhooks", json=body)
+    again = api.post("/v1/webhooks", json=body)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json() == first.json()
+    assert [h.webhook_id for h in pipeline.webhooks()] == [first.json()["webhook_id"]]
+
+    # The same URL for all accounts is another subscription.
+    everyone = api.post("/v1/webhooks", json={**body, "account_id": None})
+    assert everyone.status_code == 201
+    assert everyone.json()["webhook_id"] != first.json()["webhook_id"]
+
+    # Another secret for the same subscription would break the receiver's check: refused.
+    other = api.post("/v1/webhooks", json={**body, "secret": "t" * 20})
+    assert other.status_code == 409
+    message = other.json()["error"]["message"]
+    assert message.startswith(
+        "http://127.0.0.1:9/hook is already subscribed to the alerts of account 'acme' with "
+        "another secret"
+    )
+    assert f"DELETE /v1/webhooks/{first.json()['webhook_id']} first" in message
+    assert len(pipeline.webhooks()) == 2
+
+
+def test_a_webhook_url_is_at_most_2048_characters(api: TestClient, pipeline) -> None:
+    base = "http://127.0.0.1:9/"
+    longest = base + "a" * (2048 - len(base))
+    assert api.post("/v1/webhooks", json={"url": longest}).status_code == 201
+    reply = api.post("/v1/webhooks", json={"url": base + "a" * 100_000})
+    assert reply.status_code == 422
+    assert reply.json()["error"]["message"] == "body.url: URL should have at most 2048 characters"
+    assert [len(h.url) for h in pipeline.webhooks()] == [2048]

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from copilot.context import as_utc
 from copilot.schemas import QuoteStrategy, Recommendation, Signal, WinScore
+from serve.accounts import MAX_QUOTE_QUANTITY
 from serve.api.deps import Service
 from serve.api.schemas import StrictBody
 
@@ -49,7 +50,7 @@ class RecommendationsOut(BaseModel):
 
 class QuoteItem(StrictBody):
     product_id: str = Field(min_length=1, max_length=200)
-    quantity: int = Field(ge=1, le=10_000_000)
+    quantity: int = Field(ge=1, le=MAX_QUOTE_QUANTITY)
 
 
 class QuoteRequest(StrictBody):
@@ -68,7 +69,7 @@ class QuoteOut(BaseModel):
     discount_curve: dict
 
 
-@router.get("/{account_id}/signals", response_model=SignalsOut)
+@router.get("/{account_id:path}/signals", response_model=SignalsOut)
 def read_signals(account_id: str, service: Service, as_of: AsOf = None) -> SignalsOut:
     """The account's signals, each with its value, weight, direction and evidence."""
     accounts = service.accounts
@@ -80,7 +81,7 @@ def read_signals(account_id: str, service: Service, as_of: AsOf = None) -> Signa
     )
 
 
-@router.get("/{account_id}/score", response_model=ScoreOut)
+@router.get("/{account_id:path}/score", response_model=ScoreOut)
 def read_score(account_id: str, service: Service, as_of: AsOf = None) -> ScoreOut:
     """The win likelihood and the inputs that raised or lowered it."""
     scored = service.accounts.score(account_id, as_of)
@@ -92,7 +93,7 @@ def read_score(account_id: str, service: Service, as_of: AsOf = None) -> ScoreOu
     )
 
 
-@router.get("/{account_id}/recommendations", response_model=RecommendationsOut)
+@router.get("/{account_id:path}/recommendations", response_model=RecommendationsOut)
 def read_recommendations(
     account_id: str, service: Service, as_of: AsOf = None
 ) -> RecommendationsOut:
@@ -109,7 +110,7 @@ def read_recommendations(
     )
 
 
-@router.post("/{account_id}/quote-strategies", response_model=QuoteOut)
+@router.post("/{account_id:path}/quote-strategies", response_model=QuoteOut)
 def create_quote_strategies(account_id: str, body: QuoteRequest, service: Service) -> QuoteOut:
     """Three quote strategies that differ in kind, all within the margin floor, the stock
     plus lead time and the known budget (a strategy over budget says so)."""

@@ -1,19 +1,60 @@
 """Alerts: the live stream (server-sent events), the stored alerts with their chain, rep actions,
-and webhook subscriptions."""
+and webhook subscriptions.
+
+An ``account_id`` filter must name an account that is stored or was sent as an account
+event (404 otherwise, as on the other routes), so a typo never subscribes to silence.
+Subscribing the same URL for the same account again answers the existing subscription
+(200) instead of a second one that would deliver every alert twice.
+"""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterable
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, UrlConstraints
 
+from copilot.errors import NotFoundError
 from copilot.event_store import ActionInfo, AlertChain, AlertInfo, WebhookTarget
+from serve.api.errors import ApiError
 from serve.api.routes.events import Pipeline
+from serve.events import EventPipeline
 
 router = APIRouter(prefix="/v1", tags=["alerts"])
+
+MAX_URL_CHARS = 2048  # the usual practical limit of a URL; longer is a mistake or abuse
+
+# Check-then-add of a subscription is one step within this process.
+# NOTE: two server processes can still race; a unique (url, account_id) constraint in
+# copilot.event_store would close that.
+_subscribing = threading.Lock()
+
+
+def require_account(pipeline: EventPipeline, account_id: str | None) -> str | None:
+    """``account_id`` if it is stored or was sent as an account event; NotFoundError if not."""
+    if account_id is None:
+        return None
+    if pipeline.accounts.has_account(account_id) or pipeline.store.has_account_event(account_id):
+        return account_id
+    raise NotFoundError(
+        f"account '{account_id}' is not known; check the id (`copilot accounts score` lists "
+        "the accounts), import it with `copilot accounts import` or send an event of type "
+        "'account' for it"
+    )
+
+
+def _account_filter(
+    pipeline: Pipeline,
+    account_id: Annotated[str | None, Query(description="Only this account's alerts.")] = None,
+) -> str | None:
+    # A dependency, so that the stream answers 404 before it starts sending events.
+    return require_account(pipeline, account_id)
+
+
+AccountFilter = Annotated[str | None, Depends(_account_filter)]
 
 
 class ActionIn(BaseModel):
@@ -27,7 +68,9 @@ class ActionIn(BaseModel):
 class WebhookIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: AnyHttpUrl = Field(description="Receives each alert as a JSON POST.")
+    url: Annotated[AnyHttpUrl, UrlConstraints(max_length=MAX_URL_CHARS)] = Field(
+        description=f"Receives each alert as a JSON POST (at most {MAX_URL_CHARS} characters)."
+    )
     account_id: str | None = Field(None, description="Only this account's alerts; omit for all.")
     secret: str | None = Field(
         None,
@@ -58,7 +101,7 @@ class WebhookOut(BaseModel):
 @router.get("/alerts/stream", response_class=EventSourceResponse)
 async def stream_alerts(
     pipeline: Pipeline,
-    account_id: Annotated[str | None, Query(description="Only this account's alerts.")] = None,
+    account_id: AccountFilter,
     last_event_id: Annotated[
         str | None, Header(alias="Last-Event-ID", description="Resume after this alert.")
     ] = None,
@@ -75,7 +118,7 @@ async def stream_alerts(
 @router.get("/alerts", response_model=list[AlertInfo])
 def list_alerts(
     pipeline: Pipeline,
-    account_id: str | None = None,
+    account_id: AccountFilter,
     after: Annotated[
         str | None, Query(description="An alert_id: the alerts after it, oldest first.")
     ] = None,
@@ -97,10 +140,54 @@ def act_on_alert(alert_id: str, body: ActionIn, pipeline: Pipeline) -> ActionInf
     return pipeline.act(alert_id, body.action, body.actor, body.note)
 
 
-@router.post("/webhooks", status_code=201, response_model=WebhookOut)
-def add_webhook(body: WebhookIn, pipeline: Pipeline) -> WebhookOut:
-    """Subscribe a URL to the alerts (all, or one account's)."""
-    return WebhookOut.of(pipeline.add_webhook(str(body.url), body.account_id, body.secret))
+@router.post(
+    "/webhooks",
+    status_code=201,
+    response_model=WebhookOut,
+    responses={
+        200: {"description": "This URL already receives these alerts: the subscription."},
+        404: {"description": "The account is not known."},
+        409: {"description": "This URL already receives these alerts with another secret."},
+    },
+)
+def add_webhook(body: WebhookIn, response: Response, pipeline: Pipeline) -> WebhookOut:
+    """Subscribe a URL to the alerts (all, or one account's); the same subscription again
+    answers 200 with the existing one."""
+    require_account(pipeline, body.account_id)
+    hook, created = subscribe(pipeline, str(body.url), body.account_id, body.secret)
+    if not created:
+        response.status_code = 200
+    return WebhookOut.of(hook)
+
+
+def subscribe(
+    pipeline: EventPipeline, url: str, account_id: str | None, secret: str | None
+) -> tuple[WebhookTarget, bool]:
+    """The subscription of ``url`` to ``account_id``'s alerts, and whether it is new.
+
+    An existing one (from the API or alerts.webhooks) with the same URL and account is
+    returned as it is; with another secret it is a conflict, since keeping either secret
+    silently would break the receiver's signature check.
+    """
+    with _subscribing:
+        same = [h for h in pipeline.webhooks() if (h.url, h.account_id) == (url, account_id)]
+        if not same:
+            return pipeline.add_webhook(url, account_id, secret), True
+    hook = same[0]
+    if hook.secret != secret:
+        scope = f"the alerts of account '{account_id}'" if account_id else "all alerts"
+        how = (
+            f"DELETE /v1/webhooks/{hook.webhook_id} first"
+            if hook.webhook_id
+            else "change alerts.webhook_secret in the configuration"
+        )
+        raise ApiError(
+            409,
+            "conflict",
+            f"{url} is already subscribed to {scope} with another secret; send the same "
+            f"secret, or {how} to subscribe it with this one",
+        )
+    return hook, False
 
 
 @router.get("/webhooks", response_model=list[WebhookOut])
