@@ -332,6 +332,13 @@ class AccountStore:
         with self._lock, self._read() as conn:
             return account_id in self._known_accounts(conn)
 
+    def known(self, account_id: str, product_ids: Iterable[str] = ()) -> tuple[bool, set[str]]:
+        """Whether the account is stored, and which of ``product_ids`` are in the price list:
+        one read where an event checks both."""
+        with self._lock, self._read() as conn:
+            products = self._shared_bucket(conn).rows.get("product", {})
+            return account_id in self._known_accounts(conn), set(product_ids) & set(products)
+
     def accounts(self) -> list[Account]:
         return self.records("account")  # type: ignore[return-value]
 
@@ -523,7 +530,9 @@ def _assemble(
         competitor_prices=until(sorted(market_prices, key=lambda r: (r.time, r.key))),
         policies=[p for p in until(shared.sorted("policy")) if sector in p.sectors],
         products=dict(shared.rows.get("product", {})),
-        stock={s.product_id: s for s in until(shared.sorted("stock"))},
+        # One stock row per product (its key): no order to keep, and a large catalogue
+        # would make sorting it the costliest step of every event.
+        stock={pid: s for pid, s in shared.rows.get("stock", {}).items() if s.time <= as_of},
     )
 
 

@@ -124,6 +124,13 @@ def parse_event(body: Any, currency: str, settings: AccountSettings | None = Non
     ``currency`` is the accounts currency (settings.accounts.currency): amounts in any
     other are refused, since converting them silently would misprice every quote.
     """
+    return parse_event_records(body, currency, settings)[0]
+
+
+def parse_event_records(
+    body: Any, currency: str, settings: AccountSettings | None = None
+) -> tuple[EventIn, list[Record]]:
+    """parse_event's envelope, with the records its data becomes (none for a milestone)."""
     if not isinstance(body, Mapping):
         raise InputError(
             f"the event body must be a JSON object, got {type(body).__name__}; send "
@@ -141,13 +148,14 @@ def parse_event(body: Any, currency: str, settings: AccountSettings | None = Non
             "observed, in UTC or with its zone (a deadline or a closing date goes in data)"
         )
 
-    # The data is turned into its record once here, only to report its problems now
-    # (at POST time) rather than in the worker, where no client would see them.
+    # The data is turned into its records here to report its problems now (at POST time)
+    # rather than in the worker, where no client would see them.
+    records: list[Record] = []
     if event.type == "tender_milestone":
         milestone_update(event)
     else:
-        to_records(event, currency, settings=settings)
-    return event.model_copy(update={"data": _with_currency(event, currency)})
+        records = to_records(event, currency, settings=settings)
+    return event.model_copy(update={"data": _with_currency(event, currency)}), records
 
 
 def to_records(
@@ -214,15 +222,17 @@ def merge_milestone(tender: Tender, update: MilestoneUpdate, event: EventIn) -> 
     )
 
 
-def body_hash(event: EventIn) -> str:
+def body_hash(event: EventIn, records: list[Record] | None = None) -> str:
     """A hash of the event's meaning: the envelope and the record it becomes, defaults filled
     in. The same fact written two ways (a date vs. midnight UTC, ``3`` vs ``3.0``, a default
-    spelled out, keys in another order) is the same body. ``event`` comes from parse_event."""
+    spelled out, keys in another order) is the same body. ``event`` comes from parse_event;
+    ``records`` are its records when already made (parse_event_records)."""
     if event.type == "tender_milestone":
         data: Any = milestone_update(event).model_dump(mode="json")
     else:
-        currency = str(event.data.get("currency") or "USD")
-        data = [r.model_dump(mode="json") for r in to_records(event, currency)]
+        if records is None:
+            records = to_records(event, str(event.data.get("currency") or "USD"))
+        data = [r.model_dump(mode="json") for r in records]
     canonical = json.dumps(
         {
             "idempotency_key": event.idempotency_key,

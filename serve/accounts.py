@@ -211,8 +211,9 @@ class AccountsService:
     def has_account(self, account_id: str) -> bool:
         return self.store.has_account(account_id)
 
-    def has_product(self, product_id: str) -> bool:
-        return product_id in self.store.products()
+    def known(self, account_id: str, product_ids: Iterable[str] = ()) -> tuple[bool, set[str]]:
+        """Whether the account is stored, and which of ``product_ids`` are in the price list."""
+        return self.store.known(account_id, product_ids)
 
     def clock(self) -> datetime:
         """The time signals are computed at (settings.accounts.clock)."""

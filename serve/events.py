@@ -41,7 +41,13 @@ from copilot.event_store import (
     RepAction,
     WebhookTarget,
 )
-from copilot.events import EventIn, body_hash, milestone_update, parse_event, to_records
+from copilot.events import (
+    EventIn,
+    body_hash,
+    milestone_update,
+    parse_event_records,
+    to_records,
+)
 from copilot.rules import RuleBook
 from copilot.schemas import Recommendation, Signal
 from copilot.settings import Settings
@@ -66,7 +72,7 @@ class AccountsPort(Protocol):
 
     def has_account(self, account_id: str) -> bool: ...
 
-    def has_product(self, product_id: str) -> bool: ...
+    def known(self, account_id: str, product_ids: Iterable[str]) -> tuple[bool, set[str]]: ...
 
     def context(self, account_id: str, as_of: datetime | None = None) -> AccountContext: ...
 
@@ -107,47 +113,44 @@ class EventPipeline:
         InputError for a malformed body, NotFoundError for an account that is neither
         stored nor created by an earlier event, KeyConflictError for a reused key.
         """
-        event = parse_event(body, self.settings.accounts.currency, self.settings.accounts)
-        if event.type != "account" and not self._known_account(event.account_id):
+        accounts = self.settings.accounts
+        event, records = parse_event_records(body, accounts.currency, accounts)
+        named = {getattr(r, "product_id", None) for r in records}
+        named |= {p for r in records for p in getattr(r, "product_ids", [])}
+        named.discard(None)
+        account_known, known_products = self.accounts.known(event.account_id, named)
+
+        if event.type != "account" and not (
+            account_known or self.store.has_account_event(event.account_id)
+        ):
             raise NotFoundError(
                 f"account '{event.account_id}' is not known; send an event of type 'account' "
                 "for it first (data: name, sector, ...) or import it with "
                 "`copilot accounts import`"
             )
-        self._check_references(event)
-        info, duplicate = self.store.add_event(event, body_hash(event))
-        if not duplicate:
-            self._wake.set()
-        return info
-
-    def _known_account(self, account_id: str) -> bool:
-        return self.accounts.has_account(account_id) or self.store.has_account_event(account_id)
-
-    def _check_references(self, event: EventIn) -> None:
-        """Refuse at POST time what the worker could only fail on later: an unknown tender
-        (for a milestone) or a product missing from the price list, as imports do."""
-        if event.type == "tender_milestone":
-            tender_id = milestone_update(event).tender_id
-            stored = {t.tender_id for t in self.accounts.context(event.account_id).tenders}
-            if tender_id not in stored and not self.store.has_tender_event(
-                event.account_id, tender_id
-            ):
-                raise NotFoundError(
-                    f"data.tender_id: tender '{tender_id}' is not known for account "
-                    f"'{event.account_id}'; send a `tender` event for it before its milestones"
-                )
-            return
-        named = set()
-        for record in to_records(
-            event, self.settings.accounts.currency, settings=self.settings.accounts
-        ):
-            named |= {getattr(record, "product_id", None), *getattr(record, "product_ids", [])}
-        unknown = sorted(p for p in named - {None} if not self.accounts.has_product(p))
+        # Refused now, as imports refuse them, rather than failing later in the worker.
+        unknown = sorted(named - known_products)
         if unknown:
             raise NotFoundError(
                 f"data: product(s) {', '.join(map(repr, unknown))} not in the price list; "
                 "import them (products.csv or prices.csv) with `copilot accounts import PATH`, "
                 "or fix the product id"
+            )
+        if event.type == "tender_milestone":
+            self._check_tender(event)
+
+        info, duplicate = self.store.add_event(event, body_hash(event, records))
+        if not duplicate:
+            self._wake.set()
+        return info
+
+    def _check_tender(self, event: EventIn) -> None:
+        tender_id = milestone_update(event).tender_id
+        stored = {t.tender_id for t in self.accounts.context(event.account_id).tenders}
+        if tender_id not in stored and not self.store.has_tender_event(event.account_id, tender_id):
+            raise NotFoundError(
+                f"data.tender_id: tender '{tender_id}' is not known for account "
+                f"'{event.account_id}'; send a `tender` event for it before its milestones"
             )
 
     # --- the worker ---------------------------------------------------------------
