@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from copilot.account_store import UpsertReport
 from copilot.context import AccountContext, Record
-from copilot.errors import CopilotError, NotFoundError
+from copilot.errors import CopilotError, NotFoundError, StateError
 from copilot.event_store import (
     ActionInfo,
     AlertChain,
@@ -59,6 +59,12 @@ IDLE_WAIT_S = 0.5  # the worker re-checks the store this often even when not wok
 BATCH = 100  # pending events read at a time
 COMMIT_EVERY = 20  # outcomes written per transaction at most ...
 COMMIT_WITHIN_S = 0.05  # ... and at the latest this long after the first of them
+
+
+class SubscriptionConflictError(StateError):
+    """The URL already receives these alerts with another secret (HTTP 409)."""
+
+    code = "conflict"
 
 
 class AccountsPort(Protocol):
@@ -104,6 +110,7 @@ class EventPipeline:
         self._stop = threading.Event()
         self._busy = threading.Lock()  # one processor at a time: events apply in order
         self._thread: threading.Thread | None = None
+        self._subscribing = threading.Lock()
 
     # --- intake -------------------------------------------------------------------
 
@@ -143,6 +150,9 @@ class EventPipeline:
         if not duplicate:
             self._wake.set()
         return info
+
+    def _known_account(self, account_id: str) -> bool:
+        return self.accounts.has_account(account_id) or self.store.has_account_event(account_id)
 
     def _check_tender(self, event: EventIn) -> None:
         tender_id = milestone_update(event).tender_id
@@ -310,6 +320,46 @@ class EventPipeline:
         return recorded
 
     # --- webhook subscriptions -------------------------------------------------------
+
+    def require_account(self, account_id: str | None) -> str | None:
+        """``account_id`` if it is stored or was sent as an account event; NotFoundError if not."""
+        if account_id is None or self._known_account(account_id):
+            return account_id
+        raise NotFoundError(
+            f"account '{account_id}' is not known; check the id (`copilot accounts score` "
+            "lists the accounts), import it with `copilot accounts import` or send an event "
+            "of type 'account' for it"
+        )
+
+    def subscribe(
+        self, url: str, account_id: str | None = None, secret: str | None = None
+    ) -> tuple[WebhookTarget, bool]:
+        """The subscription of ``url`` to ``account_id``'s alerts, and whether it is new.
+
+        An existing one (from the API or alerts.webhooks) with the same URL and account is
+        returned as it is; with another secret it is a conflict, since keeping either
+        secret silently would break the receiver's signature check.
+        """
+        self.require_account(account_id)
+        # NOTE: check-then-add is atomic within this process only; a unique (url,
+        # account_id) constraint in copilot.event_store would cover several servers.
+        with self._subscribing:
+            same = [h for h in self.webhooks() if (h.url, h.account_id) == (url, account_id)]
+            if not same:
+                return self.add_webhook(url, account_id, secret), True
+        hook = same[0]
+        if hook.secret != secret:
+            scope = f"the alerts of account '{account_id}'" if account_id else "all alerts"
+            how = (
+                f"DELETE /v1/webhooks/{hook.webhook_id} first"
+                if hook.webhook_id
+                else "change alerts.webhook_secret in the configuration"
+            )
+            raise SubscriptionConflictError(
+                f"{url} is already subscribed to {scope} with another secret; send the same "
+                f"secret, or {how} to subscribe it with this one"
+            )
+        return hook, False
 
     def add_webhook(
         self, url: str, account_id: str | None = None, secret: str | None = None

@@ -9,7 +9,6 @@ Subscribing the same URL for the same account again answers the existing subscri
 
 from __future__ import annotations
 
-import threading
 from collections.abc import AsyncIterable
 from typing import Annotated, Literal
 
@@ -17,33 +16,12 @@ from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, UrlConstraints
 
-from copilot.errors import NotFoundError
 from copilot.event_store import ActionInfo, AlertChain, AlertInfo, WebhookTarget
-from serve.api.errors import ApiError
 from serve.api.routes.events import Pipeline
-from serve.events import EventPipeline
 
 router = APIRouter(prefix="/v1", tags=["alerts"])
 
 MAX_URL_CHARS = 2048  # the usual practical limit of a URL; longer is a mistake or abuse
-
-# Check-then-add of a subscription is one step within this process.
-# NOTE: two server processes can still race; a unique (url, account_id) constraint in
-# copilot.event_store would close that.
-_subscribing = threading.Lock()
-
-
-def require_account(pipeline: EventPipeline, account_id: str | None) -> str | None:
-    """``account_id`` if it is stored or was sent as an account event; NotFoundError if not."""
-    if account_id is None:
-        return None
-    if pipeline.accounts.has_account(account_id) or pipeline.store.has_account_event(account_id):
-        return account_id
-    raise NotFoundError(
-        f"account '{account_id}' is not known; check the id (`copilot accounts score` lists "
-        "the accounts), import it with `copilot accounts import` or send an event of type "
-        "'account' for it"
-    )
 
 
 def _account_filter(
@@ -51,7 +29,7 @@ def _account_filter(
     account_id: Annotated[str | None, Query(description="Only this account's alerts.")] = None,
 ) -> str | None:
     # A dependency, so that the stream answers 404 before it starts sending events.
-    return require_account(pipeline, account_id)
+    return pipeline.require_account(account_id)
 
 
 AccountFilter = Annotated[str | None, Depends(_account_filter)]
@@ -153,41 +131,10 @@ def act_on_alert(alert_id: str, body: ActionIn, pipeline: Pipeline) -> ActionInf
 def add_webhook(body: WebhookIn, response: Response, pipeline: Pipeline) -> WebhookOut:
     """Subscribe a URL to the alerts (all, or one account's); the same subscription again
     answers 200 with the existing one."""
-    require_account(pipeline, body.account_id)
-    hook, created = subscribe(pipeline, str(body.url), body.account_id, body.secret)
+    hook, created = pipeline.subscribe(str(body.url), body.account_id, body.secret)
     if not created:
         response.status_code = 200
     return WebhookOut.of(hook)
-
-
-def subscribe(
-    pipeline: EventPipeline, url: str, account_id: str | None, secret: str | None
-) -> tuple[WebhookTarget, bool]:
-    """The subscription of ``url`` to ``account_id``'s alerts, and whether it is new.
-
-    An existing one (from the API or alerts.webhooks) with the same URL and account is
-    returned as it is; with another secret it is a conflict, since keeping either secret
-    silently would break the receiver's signature check.
-    """
-    with _subscribing:
-        same = [h for h in pipeline.webhooks() if (h.url, h.account_id) == (url, account_id)]
-        if not same:
-            return pipeline.add_webhook(url, account_id, secret), True
-    hook = same[0]
-    if hook.secret != secret:
-        scope = f"the alerts of account '{account_id}'" if account_id else "all alerts"
-        how = (
-            f"DELETE /v1/webhooks/{hook.webhook_id} first"
-            if hook.webhook_id
-            else "change alerts.webhook_secret in the configuration"
-        )
-        raise ApiError(
-            409,
-            "conflict",
-            f"{url} is already subscribed to {scope} with another secret; send the same "
-            f"secret, or {how} to subscribe it with this one",
-        )
-    return hook, False
 
 
 @router.get("/webhooks", response_model=list[WebhookOut])
