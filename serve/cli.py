@@ -27,7 +27,7 @@ from serve.commands.evaluate import eval_command
 logger = logging.getLogger(__name__)
 
 app = typer.Typer(
-    help="Self-hosted AI sales copilot: ingest calls, mine objections, fine-tune, serve.",
+    help="Self-hosted AI sales copilot: ingest calls, mine objections, fine-tune, score accounts, recommend, quote, serve.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
