@@ -90,13 +90,14 @@ def discover(paths: list[Path]) -> Iterator[Path]:
         if is_folder_input(path):
             yield path
         elif path.is_dir():
-            skipped = [d for d in [path, *path.rglob("*")] if is_account_folder(d)]
+            children = sorted(path.rglob("*"))
+            skipped = [d for d in [path, *children] if is_account_folder(d)]
             for folder in skipped:
                 logger.info(
                     "skipped %s: it holds account data; import it with `copilot accounts import`",
                     folder,
                 )
-            for child in sorted(path.rglob("*")):
+            for child in children:
                 if any(folder in child.parents for folder in skipped):
                     continue
                 if is_folder_input(child):

@@ -246,3 +246,10 @@ def test_real_folder_twice_is_a_no_op(tmp_path: Path) -> None:
     call = store.get_call(FIRST)
     assert call.outcome == BELOW_TARGET and call.extra["final_price"] == 2900
     assert call.date == "2017-06-27" and call.rep_id is None
+
+
+def test_call_ingest_passes_over_a_folder_of_account_data() -> None:
+    # data/sample/accounts holds tenders.json and CRM CSVs: `copilot accounts import` reads them.
+    found = list(discover([SAMPLE]))
+    assert SAMPLE / "craigslist" in found and SAMPLE / "sample-call-01.flac" in found
+    assert not [p for p in found if "accounts" in p.parts]
