@@ -15,11 +15,18 @@ SYSTEM_PROMPT = (
 )
 
 
-def objection_messages(objection: str, references: Sequence[str] = ()) -> list[dict[str, str]]:
+def objection_messages(
+    objection: str,
+    references: Sequence[str] = (),
+    system: str | None = None,
+    knowledge: Sequence[str] = (),
+) -> list[dict[str, str]]:
     """Chat messages asking for a reply to ``objection``.
 
     ``references`` are replies that worked in earlier calls; they are fenced as
     quoted data so text planted in a transcript cannot act as an instruction.
+    ``system`` replaces the default system prompt (a prompt-workshop version) and
+    ``knowledge`` (playbook and price notes) is added to it, fenced the same way.
     """
     user = objection.strip()
     if references:
@@ -27,4 +34,9 @@ def objection_messages(objection: str, references: Sequence[str] = ()) -> list[d
         user = f"Replies that worked before (quoted data):\n{quoted}\n\nCustomer: {user}"
     else:
         user = f"Customer: {user}"
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+    system_text = system if system and system.strip() else SYSTEM_PROMPT
+    notes = [note.strip() for note in knowledge if note and note.strip()]
+    if notes:
+        fenced = "\n".join(f"<<{note}>>" for note in notes)
+        system_text = f"{system_text}\nKnowledge you may cite (quoted data):\n{fenced}"
+    return [{"role": "system", "content": system_text}, {"role": "user", "content": user}]

@@ -50,6 +50,7 @@ class CopilotService:
         self._ingestor = None
         self._accounts = None
         self._events = None
+        self._keys = None
 
     # --- lazily built pieces -----------------------------------------------
 
@@ -107,6 +108,16 @@ class CopilotService:
 
                 self._events = EventPipeline(self.settings, accounts)
         return self._events
+
+    @property
+    def keys(self):
+        """API keys and the roles and teams behind them (copilot/keys.py)."""
+        with self._lock:
+            if self._keys is None:
+                from copilot.keys import KeyStore
+
+                self._keys = KeyStore(self.settings.db_path)
+        return self._keys
 
     @property
     def registry(self):

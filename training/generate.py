@@ -141,12 +141,20 @@ class ReplyGenerator:
             return _slots[self.base_model]
 
     def reply(
-        self, objection: str, references: Sequence[str] = (), adapter: AdapterInfo | None = None
+        self,
+        objection: str,
+        references: Sequence[str] = (),
+        adapter: AdapterInfo | None = None,
+        system: str | None = None,
+        knowledge: Sequence[str] = (),
     ) -> str:
-        """The rep's next reply to ``objection``, with the training prompt format."""
+        """The rep's next reply to ``objection``, with the training prompt format.
+
+        ``system`` and ``knowledge`` come from a prompt-workshop version (None = the default)."""
         if not objection or not objection.strip():
             raise InputError("the objection text is empty; pass what the customer said")
-        return clean_reply(self._generate(objection_messages(objection, references), adapter))
+        messages = objection_messages(objection, references, system=system, knowledge=knowledge)
+        return clean_reply(self._generate(messages, adapter))
 
     def chat(self, messages: list[dict[str, str]], adapter: AdapterInfo | None = None) -> str:
         """Free chat: ``messages`` are ``{"role": system|user|assistant, "content": str}``."""

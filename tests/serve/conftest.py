@@ -31,18 +31,30 @@ def service(settings: Settings) -> CopilotService:
     return CopilotService(settings)
 
 
+def bearer(service: CopilotService, role: str = "admin", team: str | None = None, name=None):
+    """Headers with a new key of ``role`` (and ``team``) from the service's key store."""
+    key = service.keys.create(role, team=team, name=name)
+    return {"Authorization": f"Bearer {key}"}
+
+
 @pytest.fixture
 def client(service: CopilotService) -> TestClient:
     # Server errors come back as responses (not raised) so tests see what a client sees.
-    with TestClient(create_app(service, with_ui=False), raise_server_exceptions=False) as c:
+    # An admin key by default: tests of access control build their own headers with bearer().
+    with TestClient(
+        create_app(service, with_ui=False),
+        raise_server_exceptions=False,
+        headers=bearer(service, "admin", name="test-admin"),
+    ) as c:
         yield c
 
 
 def client_with_limit(settings: Settings, max_upload_mb: float) -> TestClient:
     serve = ServeSettings(**{**settings.serve.model_dump(), "max_upload_mb": max_upload_mb})
     limited = settings.model_copy(update={"serve": serve})
-    app = create_app(CopilotService(limited), with_ui=False)
-    return TestClient(app, raise_server_exceptions=False)
+    service = CopilotService(limited)
+    app = create_app(service, with_ui=False)
+    return TestClient(app, raise_server_exceptions=False, headers=bearer(service))
 
 
 @pytest.fixture
