@@ -211,6 +211,13 @@ class AccountsService:
     def has_account(self, account_id: str) -> bool:
         return self.store.has_account(account_id)
 
+    def team_of(self, account_id: str) -> str | None:
+        """The team that owns the account, or None when the account or its team is unknown."""
+        try:
+            return self.store.context(account_id).account.team
+        except NotFoundError:  # unknown, or known only from an event that named it
+            return None
+
     def known(self, account_id: str, product_ids: Iterable[str] = ()) -> tuple[bool, set[str]]:
         """Whether the account is stored, and which of ``product_ids`` are in the price list."""
         return self.store.known(account_id, product_ids)

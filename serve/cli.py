@@ -23,6 +23,7 @@ from serve.commands.accounts import accounts_app, quote_command, recommend_comma
 from serve.commands.adapters import adapters_app
 from serve.commands.dataset import dataset_app
 from serve.commands.evaluate import eval_command
+from serve.commands.keys import keys_app
 
 logger = logging.getLogger(__name__)
 
@@ -452,6 +453,7 @@ app.command("eval")(eval_command)
 app.add_typer(adapters_app, name="adapters")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(accounts_app, name="accounts")
+app.add_typer(keys_app, name="keys")
 app.command("recommend")(recommend_command)
 app.command("quote")(quote_command)
 

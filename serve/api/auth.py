@@ -65,6 +65,23 @@ Manager = Annotated[Principal, Depends(require("manager"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
 
 
+def check_account(principal: Principal, service, account_id: str | None) -> None:
+    """403 unless ``principal`` may see ``account_id``'s data (None: no account named).
+
+    A caller limited to a team gets the same 403 for an account of another team and for
+    an account that does not exist, so a key cannot probe which accounts exist.
+    """
+    if account_id is None or principal.all_teams:
+        return
+    if service.accounts.team_of(account_id) != principal.team:
+        raise ApiError(
+            403,
+            "forbidden",
+            f"account '{account_id}' is not one of team '{principal.team}''s accounts; "
+            "ask a manager of its team, or use a key of that team",
+        )
+
+
 def check_team(principal: Principal, team: str | None, what: str) -> None:
     """403 unless ``principal`` may see data of ``team`` (``what`` names it in the message)."""
     if not principal.sees_team(team):

@@ -17,15 +17,24 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from copilot.keys import Principal
+from serve.api.auth import authenticate
 from serve.api.errors import install_error_handlers
 from serve.api.routes import alerts, events
 from serve.events import EventPipeline
 
 
 def events_app(pipeline: EventPipeline) -> FastAPI:
-    """Only the event and alert routes, the way serve/api/app.py wires them."""
+    """Only the event and alert routes, the way serve/api/app.py wires them.
+
+    Every request acts as an admin: these tests are about events, and tests/serve/test_auth.py
+    checks the keys on the full app. An admin sees every team, so no account is looked up
+    and the app needs no service.
+    """
     app = FastAPI()
     app.state.events = pipeline
+    app.state.service = None
+    app.dependency_overrides[authenticate] = lambda: Principal("test", "test-admin", "admin", None)
     app.include_router(events.router)
     app.include_router(alerts.router)
     install_error_handlers(app)

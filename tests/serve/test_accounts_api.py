@@ -24,6 +24,7 @@ from copilot.settings import load_settings
 from serve.api.app import create_app
 from serve.service import CopilotService
 from tests.conftest import REPO
+from tests.serve.conftest import bearer
 from tests.serve.test_accounts_cli import (
     CRM,
     SAMPLE_ACCOUNTS,
@@ -67,7 +68,9 @@ def rules_file(tmp_path: Path) -> Path:
 def api(tmp_path: Path, rules_file: Path) -> Iterator[TestClient]:
     service = service_over(tmp_path, rules_file, SAMPLE_ACCOUNTS)
     # Entering the client runs the lifespan, which starts the event worker.
-    with TestClient(create_app(service, with_ui=False), raise_server_exceptions=False) as client:
+    with TestClient(
+        create_app(service, with_ui=False), raise_server_exceptions=False, headers=bearer(service)
+    ) as client:
         yield client
 
 
@@ -209,7 +212,9 @@ def test_without_deal_history_score_and_quote_say_what_to_import(
         shutil.copy(SAMPLE_ACCOUNTS / name, folder / name)
     service = service_over(tmp_path, rules_file, folder)
 
-    with TestClient(create_app(service, with_ui=False), raise_server_exceptions=False) as api:
+    with TestClient(
+        create_app(service, with_ui=False), raise_server_exceptions=False, headers=bearer(service)
+    ) as api:
         score = api.get(f"{ACME}/score")
         quote = api.post(f"{ACME}/quote-strategies", json=quote_body())
 
@@ -310,7 +315,9 @@ def crm_api(tmp_path_factory) -> Iterator[TestClient]:
     require_crm()
     root = tmp_path_factory.mktemp("accounts-api-crm")
     service = service_over(root, REPO / "configs" / "rules.yaml", CRM, SAMPLE_ACCOUNTS)
-    with TestClient(create_app(service, with_ui=False), raise_server_exceptions=False) as client:
+    with TestClient(
+        create_app(service, with_ui=False), raise_server_exceptions=False, headers=bearer(service)
+    ) as client:
         yield client
 
 

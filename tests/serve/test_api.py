@@ -11,7 +11,7 @@ from copilot.settings import Settings, load_settings
 from serve.api.app import create_app
 from serve.api.routes.calls import upload_names
 from serve.service import CopilotService
-from tests.serve.conftest import SAMPLE_TRANSCRIPT, client_with_limit, store_call
+from tests.serve.conftest import SAMPLE_TRANSCRIPT, bearer, client_with_limit, store_call
 
 
 def assert_error(response, status: int, code: str) -> str:
@@ -157,7 +157,7 @@ def test_copilot_errors_map_to_statuses_and_crashes_hide_the_traceback(
         raise RuntimeError("secret detail /srv/internal/path")
 
     app.include_router(probe)
-    with TestClient(app, raise_server_exceptions=False) as c:
+    with TestClient(app, raise_server_exceptions=False, headers=bearer(service)) as c:
         message = assert_error(c.get("/probe/state"), 409, "bad_state")
         assert "copilot ingest" in message
         response = c.get("/probe/crash")
@@ -234,8 +234,9 @@ def slow_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 @pytest.fixture(scope="module")
 def slow_client(slow_settings: Settings):
-    app = create_app(CopilotService(slow_settings), with_ui=False)
-    with TestClient(app, raise_server_exceptions=False) as c:
+    service = CopilotService(slow_settings)
+    app = create_app(service, with_ui=False)
+    with TestClient(app, raise_server_exceptions=False, headers=bearer(service)) as c:
         yield c
 
 

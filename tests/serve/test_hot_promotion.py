@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from copilot.settings import Settings, load_settings
 from serve.api.app import create_app
 from serve.service import CopilotService
+from tests.serve.conftest import bearer
 from tests.serve.test_api import assert_error
 from tests.training.test_registry import OTHER_BASE, make_peft_adapter
 from training.model import base_model_id
@@ -70,7 +71,9 @@ def service(settings: Settings, adapters: AdapterRegistry) -> CopilotService:
 
 @pytest.fixture(scope="module")
 def client(service: CopilotService):
-    with TestClient(create_app(service, with_ui=False), raise_server_exceptions=False) as c:
+    with TestClient(
+        create_app(service, with_ui=False), raise_server_exceptions=False, headers=bearer(service)
+    ) as c:
         yield c
 
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from copilot.context import as_utc
 from copilot.schemas import QuoteStrategy, Recommendation, Signal, WinScore
 from serve.accounts import MAX_QUOTE_QUANTITY
+from serve.api.auth import Caller, check_account
 from serve.api.deps import Service
 from serve.api.schemas import StrictBody
 
@@ -70,8 +71,11 @@ class QuoteOut(BaseModel):
 
 
 @router.get("/{account_id:path}/signals", response_model=SignalsOut)
-def read_signals(account_id: str, service: Service, as_of: AsOf = None) -> SignalsOut:
+def read_signals(
+    account_id: str, service: Service, caller: Caller, as_of: AsOf = None
+) -> SignalsOut:
     """The account's signals, each with its value, weight, direction and evidence."""
+    check_account(caller, service, account_id)
     accounts = service.accounts
     ctx_time = as_utc(as_of) if as_of is not None else accounts.clock()
     return SignalsOut(
@@ -82,8 +86,9 @@ def read_signals(account_id: str, service: Service, as_of: AsOf = None) -> Signa
 
 
 @router.get("/{account_id:path}/score", response_model=ScoreOut)
-def read_score(account_id: str, service: Service, as_of: AsOf = None) -> ScoreOut:
+def read_score(account_id: str, service: Service, caller: Caller, as_of: AsOf = None) -> ScoreOut:
     """The win likelihood and the inputs that raised or lowered it."""
+    check_account(caller, service, account_id)
     scored = service.accounts.score(account_id, as_of)
     return ScoreOut(
         account_id=account_id,
@@ -95,9 +100,10 @@ def read_score(account_id: str, service: Service, as_of: AsOf = None) -> ScoreOu
 
 @router.get("/{account_id:path}/recommendations", response_model=RecommendationsOut)
 def read_recommendations(
-    account_id: str, service: Service, as_of: AsOf = None
+    account_id: str, service: Service, caller: Caller, as_of: AsOf = None
 ) -> RecommendationsOut:
     """What to do next: the rules that fire, with priority, owner, due time and signals."""
+    check_account(caller, service, account_id)
     accounts = service.accounts
     recommendations = accounts.recommendations(account_id, as_of)
     book = accounts.rulebook
@@ -111,9 +117,12 @@ def read_recommendations(
 
 
 @router.post("/{account_id:path}/quote-strategies", response_model=QuoteOut)
-def create_quote_strategies(account_id: str, body: QuoteRequest, service: Service) -> QuoteOut:
+def create_quote_strategies(
+    account_id: str, body: QuoteRequest, service: Service, caller: Caller
+) -> QuoteOut:
     """Three quote strategies that differ in kind, all within the margin floor, the stock
     plus lead time and the known budget (a strategy over budget says so)."""
+    check_account(caller, service, account_id)
     result = service.accounts.quote(
         account_id,
         [(i.product_id, i.quantity) for i in body.items],

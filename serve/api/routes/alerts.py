@@ -17,6 +17,9 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, UrlConstraints
 
 from copilot.event_store import ActionInfo, AlertChain, AlertInfo, WebhookTarget
+from serve.api.auth import Caller, Manager, check_account
+from serve.api.deps import Service
+from serve.api.errors import ApiError
 from serve.api.routes.events import Pipeline
 
 router = APIRouter(prefix="/v1", tags=["alerts"])
@@ -26,9 +29,19 @@ MAX_URL_CHARS = 2048  # the usual practical limit of a URL; longer is a mistake 
 
 def _account_filter(
     pipeline: Pipeline,
+    service: Service,
+    caller: Caller,
     account_id: Annotated[str | None, Query(description="Only this account's alerts.")] = None,
 ) -> str | None:
-    # A dependency, so that the stream answers 404 before it starts sending events.
+    # A dependency, so that the stream answers 401/403/404 before it starts sending events.
+    if account_id is None and not caller.all_teams:
+        raise ApiError(
+            400,
+            "bad_request",
+            f"your key is for team '{caller.team}': pass account_id= one of its accounts "
+            "to read alerts",
+        )
+    check_account(caller, service, account_id)
     return pipeline.require_account(account_id)
 
 
@@ -39,7 +52,12 @@ class ActionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     action: Literal["accepted", "edited", "rejected", "done"]
-    actor: str = Field(min_length=1, max_length=200, description="Who acted (the rep's id).")
+    actor: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="Who acted; omitted = the key's name. A rep can only act as themself.",
+    )
     note: str | None = Field(None, max_length=4000, description="Why, or what was changed.")
 
 
@@ -107,15 +125,27 @@ def list_alerts(
 
 
 @router.get("/alerts/{alert_id}", response_model=AlertChain)
-def read_alert(alert_id: str, pipeline: Pipeline) -> AlertChain:
+def read_alert(alert_id: str, pipeline: Pipeline, service: Service, caller: Caller) -> AlertChain:
     """The alert's chain: event -> signals -> rule -> recommendation -> deliveries -> rep actions."""
-    return pipeline.chain(alert_id)
+    chain = pipeline.chain(alert_id)
+    check_account(caller, service, chain.alert.account_id)
+    return chain
 
 
 @router.post("/alerts/{alert_id}/actions", status_code=201, response_model=ActionInfo)
-def act_on_alert(alert_id: str, body: ActionIn, pipeline: Pipeline) -> ActionInfo:
+def act_on_alert(
+    alert_id: str, body: ActionIn, pipeline: Pipeline, service: Service, caller: Caller
+) -> ActionInfo:
     """Record what the rep did with the alert."""
-    return pipeline.act(alert_id, body.action, body.actor, body.note)
+    check_account(caller, service, pipeline.chain(alert_id).alert.account_id)
+    actor = body.actor or caller.name
+    if actor != caller.name and not caller.at_least("manager"):
+        raise ApiError(
+            403,
+            "forbidden",
+            f"a rep key records its own actions; drop actor or send '{caller.name}'",
+        )
+    return pipeline.act(alert_id, body.action, actor, body.note)
 
 
 @router.post(
@@ -128,9 +158,20 @@ def act_on_alert(alert_id: str, body: ActionIn, pipeline: Pipeline) -> ActionInf
         409: {"description": "This URL already receives these alerts with another secret."},
     },
 )
-def add_webhook(body: WebhookIn, response: Response, pipeline: Pipeline) -> WebhookOut:
+def add_webhook(
+    body: WebhookIn, response: Response, pipeline: Pipeline, service: Service, caller: Manager
+) -> WebhookOut:
     """Subscribe a URL to the alerts (all, or one account's); the same subscription again
-    answers 200 with the existing one."""
+    answers 200 with the existing one. Needs a manager key; a manager limited to a team
+    subscribes to one of that team's accounts."""
+    if body.account_id is None and not caller.all_teams:
+        raise ApiError(
+            403,
+            "forbidden",
+            f"your key is for team '{caller.team}': subscribe to one of its accounts "
+            "(account_id), not to every account's alerts",
+        )
+    check_account(caller, service, body.account_id)
     hook, created = pipeline.subscribe(str(body.url), body.account_id, body.secret)
     if not created:
         response.status_code = 200
@@ -138,11 +179,23 @@ def add_webhook(body: WebhookIn, response: Response, pipeline: Pipeline) -> Webh
 
 
 @router.get("/webhooks", response_model=list[WebhookOut])
-def list_webhooks(pipeline: Pipeline) -> list[WebhookOut]:
-    """The configured webhooks (webhook_id null) and the subscriptions."""
-    return [WebhookOut.of(h) for h in pipeline.webhooks()]
+def list_webhooks(pipeline: Pipeline, service: Service, caller: Manager) -> list[WebhookOut]:
+    """The configured webhooks (webhook_id null) and the subscriptions your key may see."""
+    hooks = pipeline.webhooks()
+    if not caller.all_teams:
+        hooks = [
+            h
+            for h in hooks
+            if h.account_id is not None and service.accounts.team_of(h.account_id) == caller.team
+        ]
+    return [WebhookOut.of(h) for h in hooks]
 
 
 @router.delete("/webhooks/{webhook_id}", status_code=204)
-def remove_webhook(webhook_id: str, pipeline: Pipeline) -> None:
+def remove_webhook(webhook_id: str, pipeline: Pipeline, service: Service, caller: Manager) -> None:
+    if not caller.all_teams:
+        hook = next((h for h in pipeline.webhooks() if h.webhook_id == webhook_id), None)
+        check_account(caller, service, hook.account_id if hook else None)
+        if hook is not None and hook.account_id is None:
+            raise ApiError(403, "forbidden", "this subscription covers every team; ask an admin")
     pipeline.remove_webhook(webhook_id)

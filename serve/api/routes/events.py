@@ -11,6 +11,8 @@ from fastapi.concurrency import run_in_threadpool
 from copilot.errors import InputError
 from copilot.event_store import EventInfo
 from copilot.events import EventIn
+from serve.api.auth import Caller, Manager, check_account
+from serve.api.deps import Service
 from serve.api.errors import ApiError
 from serve.events import EventPipeline, events_lifespan
 
@@ -54,8 +56,13 @@ _EVENT_BODY = {
         409: {"description": "The key was used before for another body."},
     },
 )
-async def post_event(request: Request, response: Response, pipeline: Pipeline) -> EventInfo:
-    """Store one event and answer at once; the alerts it leads to follow on /v1/alerts/stream."""
+async def post_event(
+    request: Request, response: Response, pipeline: Pipeline, service: Service, caller: Manager
+) -> EventInfo:
+    """Store one event and answer at once; the alerts it leads to follow on /v1/alerts/stream.
+
+    Events come from integrations (CRM, ERP, tender feeds), so they need a manager or
+    admin key; a manager limited to a team may post only for that team's accounts."""
     raw = await request.body()
     if len(raw) > MAX_EVENT_BYTES:
         raise ApiError(
@@ -67,6 +74,17 @@ async def post_event(request: Request, response: Response, pipeline: Pipeline) -
         body = json.loads(raw)
     except ValueError as exc:
         raise InputError(f"the body is not JSON ({exc}); send the event as a JSON object") from exc
+    if not caller.all_teams:
+        account_id = body.get("account_id") if isinstance(body, dict) else None
+        # An event without an account (a policy, a price list) touches every team's accounts.
+        if not isinstance(account_id, str):
+            raise ApiError(
+                403,
+                "forbidden",
+                "an event without an account_id concerns every team; send it with an "
+                "admin key or a manager key without a team",
+            )
+        await run_in_threadpool(check_account, caller, service, account_id)
     info = await run_in_threadpool(pipeline.submit, body)
     if info.duplicate:
         response.status_code = 200
@@ -74,6 +92,8 @@ async def post_event(request: Request, response: Response, pipeline: Pipeline) -
 
 
 @router.get("/{event_id}", response_model=EventInfo)
-def read_event(event_id: str, pipeline: Pipeline) -> EventInfo:
+def read_event(event_id: str, pipeline: Pipeline, service: Service, caller: Caller) -> EventInfo:
     """The event, its status, and the signals, recommendations and alerts it led to."""
-    return pipeline.event(event_id)
+    info = pipeline.event(event_id)
+    check_account(caller, service, info.account_id)
+    return info
