@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from serve.api.errors import install_error_handlers
 from serve.api.limits import UploadLimitMiddleware
-from serve.api.routes import accounts, alerts, calls, chat, events, health, objections
+from serve.api.routes import accounts, adapters, alerts, calls, chat, events, health, objections
 from serve.service import CopilotService
 
 UI_PATH = "/ui"
@@ -35,6 +35,7 @@ def create_app(service: CopilotService, with_ui: bool = True) -> FastAPI:
     app.include_router(accounts.router)
     app.include_router(events.router)
     app.include_router(alerts.router)
+    app.include_router(adapters.router)
 
     max_bytes = int(service.settings.serve.max_upload_mb * 2**20)
     app.add_middleware(UploadLimitMiddleware, max_bytes=max_bytes)
