@@ -404,10 +404,16 @@ def serve(
         int | None, typer.Option(min=1, max=65535, help="Port (default from config: 8000).")
     ] = None,
 ) -> None:
-    """Run the HTTP API (/v1, /docs) with the manager UI at /ui."""
+    """Run the HTTP API (/v1, /docs) with the manager UI at /ui; requests need an API key."""
+    from copilot.keys import KeyStore
     from serve.server import run_server
 
     settings = state.settings()
+    if not KeyStore(settings.db_path).list():
+        logger.warning(
+            "no API keys yet: every /v1 request will be refused; "
+            "`copilot keys create --role admin` makes the first"
+        )
     run_server(settings, host or settings.serve.host, port or settings.serve.port)
 
 
@@ -441,8 +447,11 @@ def demo(
         _fail(exc)
     if not no_serve:
         settings = state.settings()
+        # A fresh key each run, so the demo's UI login and API calls work at once.
+        key = state.service().keys.create("manager", name="demo-manager")
         typer.echo(
-            f"serving on http://{settings.serve.host}:{settings.serve.port} (API docs /docs, UI /ui); Ctrl-C stops"
+            f"serving on http://{settings.serve.host}:{settings.serve.port} (API docs /docs, UI /ui); Ctrl-C stops\n"
+            f"   demo manager key (UI password, or 'Authorization: Bearer KEY'): {key}"
         )
         from serve.server import run_server
 
