@@ -120,6 +120,16 @@ class CopilotService:
         return self._keys
 
     @property
+    def prompts(self):
+        """Versioned system prompts and knowledge notes (copilot/prompt_library.py)."""
+        with self._lock:
+            if getattr(self, "_prompts", None) is None:
+                from copilot.prompt_library import PromptLibrary
+
+                self._prompts = PromptLibrary(self.settings.db_path)
+        return self._prompts
+
+    @property
     def registry(self):
         from training.registry import AdapterRegistry
 

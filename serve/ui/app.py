@@ -13,8 +13,10 @@ from fastapi import FastAPI  # noqa: E402
 
 from serve.service import CopilotService  # noqa: E402
 from serve.ui.calls import create_calls_tab  # noqa: E402
+from serve.ui.login import LOGIN_MESSAGE, manager_login  # noqa: E402
 from serve.ui.playground import create_playground_tab  # noqa: E402
 from serve.ui.train import create_train_tab  # noqa: E402
+from serve.ui.workshop import create_workshop_tab  # noqa: E402
 
 
 def create_ui(service: CopilotService) -> gr.Blocks:
@@ -28,17 +30,22 @@ def create_ui(service: CopilotService) -> gr.Blocks:
                 create_playground_tab(service)
             with gr.Tab("Train"):
                 create_train_tab(demo, service)
+            with gr.Tab("Prompt workshop"):
+                create_workshop_tab(demo, service)
     return demo
 
 
 def mount_ui(app: FastAPI, service: CopilotService, path: str = "/ui") -> FastAPI:
-    """Mount the UI into ``app`` at ``path`` (server-side rendering and MCP off)."""
+    """Mount the UI into ``app`` at ``path`` behind a manager login (SSR and MCP off)."""
     return gr.mount_gradio_app(
         app,
         create_ui(service),
         path=path,
         ssr_mode=False,
         mcp_server=False,
+        # gradio's own login page; the password is a manager or admin API key.
+        auth=manager_login(service),
+        auth_message=LOGIN_MESSAGE,
         # Only gr.Error messages (ours, written for people) reach the browser.
         show_error=False,
         footer_links=["api"],

@@ -37,6 +37,13 @@ def bearer(service: CopilotService, role: str = "admin", team: str | None = None
     return {"Authorization": f"Bearer {key}"}
 
 
+def ui_login(client: TestClient, service: CopilotService, role: str = "manager") -> None:
+    """Sign ``client`` in to the mounted UI with a new ``role`` key (username = the key's name)."""
+    key = service.keys.create(role, team="Central" if role == "rep" else None, name=f"ui-{role}")
+    response = client.post("/ui/login", data={"username": f"ui-{role}", "password": key})
+    assert response.status_code == 200, response.text
+
+
 @pytest.fixture
 def client(service: CopilotService) -> TestClient:
     # Server errors come back as responses (not raised) so tests see what a client sees.

@@ -13,7 +13,7 @@ from serve.ui.app import create_ui
 from serve.ui.calls import EMPTY_TRANSCRIPT, refresh_calls, render_transcript
 from serve.ui.format import clock, md_escape
 from serve.ui.playground import CITATION_HEADERS, suggest_reply
-from tests.serve.conftest import store_call
+from tests.serve.conftest import store_call, ui_login
 
 
 class CannedAnswers(CopilotService):
@@ -40,6 +40,7 @@ def test_mounted_ui_answers_html(service: CopilotService) -> None:
         assert response.status_code == 200
         assert "text/html" in response.headers["content-type"]
         assert "<html" in response.text.lower()
+        ui_login(client, service)
         config = client.get("/ui/config").json()
         labels = {c.get("props", {}).get("label") for c in config["components"]}
         assert {"Call", "Customer says", "Suggested reply", "Adapter used"} <= labels

@@ -16,6 +16,7 @@ from serve.api.app import create_app
 from serve.service import CopilotService
 from serve.ui import train
 from serve.ui.app import create_ui
+from tests.serve.conftest import ui_login
 from tests.training.conftest import PAIRS, make_objections
 from tests.training.test_jobs import end_jobs
 from training.runs import RunFolder
@@ -56,6 +57,7 @@ def test_train_tab_builds_with_fields_named_and_filled_from_the_config(
 def test_train_tab_mounts_at_ui(service: CopilotService) -> None:
     with TestClient(create_app(service)) as client:
         assert client.get("/ui/").status_code == 200
+        ui_login(client, service)
         config = client.get("/ui/config").json()
         shown = {c.get("props", {}).get("label") for c in config["components"]}
         assert {"Train", "max_steps", "learning_rate", "Loss curve", "Adapter"} <= shown
