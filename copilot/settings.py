@@ -147,6 +147,8 @@ class ServeSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     max_upload_mb: float = Field(200, gt=0)
+    # Uploads waiting for or in ingest; more are refused with 429 until some finish.
+    max_queued_uploads: int = Field(16, ge=1)
 
 
 class CraigslistSettings(_Strict):

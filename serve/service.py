@@ -130,6 +130,17 @@ class CopilotService:
         return self._prompts
 
     @property
+    def call_jobs(self):
+        """Call uploads ingested in the background (serve/jobs.py); the app's lifespan starts
+        its worker."""
+        with self._lock:
+            if getattr(self, "_call_jobs", None) is None:
+                from serve.jobs import CallJobs
+
+                self._call_jobs = CallJobs(self)
+        return self._call_jobs
+
+    @property
     def registry(self):
         from training.registry import AdapterRegistry
 

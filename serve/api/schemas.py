@@ -116,10 +116,44 @@ class FailedInput(BaseModel):
     reason: str
 
 
-class IngestOut(BaseModel):
+class UploadAccepted(BaseModel):
+    job_id: str
+    status: Literal["queued", "running", "done", "failed"]
+    status_url: str = Field(description="Poll this for the ingest's result.")
+
+
+class UploadJobOut(BaseModel):
+    job_id: str
+    status: Literal["queued", "running", "done", "failed"]
+    input: str = Field(description="The uploaded file's name.")
+    account_id: str | None
+    outcome: str | None
     stored: list[str] = Field(description="Call ids newly stored.")
     unchanged: list[str] = Field(description="Call ids whose content was already ingested.")
     failed: list[FailedInput]
+    error: str | None = Field(
+        None, description="Set when the job failed: the input, what went wrong and the fix."
+    )
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+
+    @classmethod
+    def of(cls, job) -> UploadJobOut:  # a serve.jobs.UploadJob
+        return cls(
+            job_id=job.job_id,
+            status=job.status,
+            input=job.input_name,
+            account_id=job.account_id,
+            outcome=job.outcome,
+            stored=job.stored,
+            unchanged=job.unchanged,
+            failed=[FailedInput(**f) for f in job.failed],
+            error=job.error,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+        )
 
 
 class Health(BaseModel):

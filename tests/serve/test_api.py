@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from fastapi import APIRouter
 from fastapi.testclient import TestClient
@@ -36,7 +38,14 @@ def test_openapi_page_and_schema(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
     schema = client.get("/openapi.json").json()
     assert schema["info"]["title"] == "Sales copilot"
-    routes = {"/healthz", "/v1/objections/handle", "/v1/chat", "/v1/calls", "/v1/calls/{call_id}"}
+    routes = {
+        "/healthz",
+        "/v1/objections/handle",
+        "/v1/chat",
+        "/v1/calls",
+        "/v1/calls/{call_id}",
+        "/v1/calls/jobs/{job_id}",
+    }
     assert routes <= set(schema["paths"])
 
 
@@ -236,8 +245,22 @@ def slow_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 def slow_client(slow_settings: Settings):
     service = CopilotService(slow_settings)
     app = create_app(service, with_ui=False)
+    # The lifespan (entered by ``with``) starts the worker that ingests uploads.
     with TestClient(app, raise_server_exceptions=False, headers=bearer(service)) as c:
         yield c
+
+
+def upload_and_wait(client: TestClient, **kwargs) -> dict:
+    """POST /v1/calls (202), then poll its job until it has finished."""
+    response = client.post("/v1/calls", **kwargs)
+    assert response.status_code == 202, response.text
+    url = response.json()["status_url"]
+    for _ in range(1200):  # bounded, so a stuck worker fails the test
+        job = client.get(url).json()
+        if job["status"] in ("done", "failed"):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"upload job {url} did not finish: {job}")
 
 
 @pytest.fixture(scope="module")
@@ -245,15 +268,14 @@ def ingested(slow_client: TestClient, tmp_path_factory: pytest.TempPathFactory) 
     transcript = tmp_path_factory.mktemp("inputs") / "northwind-renewal.txt"
     transcript.write_text(SAMPLE_TRANSCRIPT, encoding="utf-8")
     with transcript.open("rb") as fh:
-        response = slow_client.post(
-            "/v1/calls",
+        job = upload_and_wait(
+            slow_client,
             files={"file": (transcript.name, fh, "text/plain")},
             data={"outcome": "won", "account_id": "acct-northwind"},
         )
-    assert response.status_code == 201, response.text
-    body = response.json()
-    assert body == {"stored": ["northwind-renewal"], "unchanged": [], "failed": []}
-    return body["stored"][0]
+    assert job["status"] == "done", job
+    assert (job["stored"], job["unchanged"], job["failed"]) == (["northwind-renewal"], [], [])
+    return job["stored"][0]
 
 
 @pytest.mark.slow
@@ -275,13 +297,12 @@ def test_uploaded_transcript_shows_its_turns(slow_client: TestClient, ingested: 
 
 @pytest.mark.slow
 def test_reupload_is_unchanged(slow_client: TestClient, ingested: str) -> None:
-    response = slow_client.post(
-        "/v1/calls",
+    job = upload_and_wait(
+        slow_client,
         files={"file": ("northwind-renewal.txt", SAMPLE_TRANSCRIPT.encode(), "text/plain")},
         data={"outcome": "won", "account_id": "acct-northwind"},
     )
-    assert response.status_code == 201, response.text
-    assert response.json() == {"stored": [], "unchanged": [ingested], "failed": []}
+    assert (job["status"], job["stored"], job["unchanged"]) == ("done", [], [ingested])
 
 
 @pytest.mark.slow
@@ -319,7 +340,9 @@ def test_chat_answers_with_citations(slow_client: TestClient, ingested: str) -> 
 @pytest.mark.slow
 def test_text_file_named_wav_is_refused(slow_client: TestClient, slow_settings: Settings) -> None:
     files = {"file": ("call-07.wav", b"Rep: hello\nCustomer: hi\n", "audio/wav")}
-    message = assert_error(slow_client.post("/v1/calls", files=files), 422, "ingest_failed")
+    job = upload_and_wait(slow_client, files=files)
+    assert job["status"] == "failed"
+    message = job["error"]
     assert message.startswith("call-07.wav: ")
     assert str(slow_settings.uploads_dir) not in message  # the server path stays private
     assert not list(slow_settings.uploads_dir.rglob("call-07*"))

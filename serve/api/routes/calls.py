@@ -1,84 +1,113 @@
-"""Calls: upload a recording or transcript, list the stored calls, read one."""
+"""Calls: upload a recording or transcript (ingested in the background), poll the upload's
+job, list the stored calls, read one.
+
+Every route takes the caller's key. A call's team is the team of its account in the
+account store, looked up when it is read (an account moved to another team takes its
+calls along). A caller limited to a team sees only calls of that team's accounts; a call
+of another team, or with no account, answers 404 exactly as a call that does not exist,
+so a key cannot probe which call ids exist. Upload jobs answer the same way: a job is
+visible to the key that created it and to managers and admins who see its team.
+"""
 
 from __future__ import annotations
 
 import logging
-import re
-import uuid
-from pathlib import Path, PurePosixPath
-from typing import Annotated, BinaryIO
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
-from rag.parse import TEXT_SUFFIXES
-from rag.transcribe import AUDIO_SUFFIXES
+from copilot.errors import NotFoundError
+from copilot.keys import Principal
+from serve.api.auth import Caller
 from serve.api.deps import Service
 from serve.api.errors import ApiError
-from serve.api.limits import UploadTooLarge
-from serve.api.schemas import CallDetail, CallSummary, FailedInput, IngestOut
+from serve.api.schemas import CallDetail, CallSummary, UploadAccepted, UploadJobOut
+from serve.jobs import (
+    QueueFullError,
+    UnsupportedUploadError,
+    UploadJob,
+    UploadTooLargeError,
+    account_teams,
+    check_suffix,
+    unknown_job,
+    upload_names,
+)
+from serve.service import CopilotService
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1/calls", tags=["calls"])
-
-_CHUNK_BYTES = 1 << 20
+__all__ = ["router", "upload_names"]
 
 
-def upload_names(client_filename: str | None) -> tuple[str, str]:
-    """(name to show the client, relative path to store under): the client never picks the path.
-
-    Directories are stripped (both separators: browsers on Windows send ``C:\\...``),
-    the stem is reduced to safe characters and the suffix kept. Each upload gets
-    its own uuid folder, so the stem (which becomes the call id, as it does for
-    ``copilot ingest``) stays the client's, and no upload can sit beside another
-    as its JSON sidecar.
-    """
-    base = PurePosixPath((client_filename or "").replace("\\", "/")).name
-    suffix = PurePosixPath(base).suffix.lower()
-    stem = re.sub(r"[^\w.-]+", "_", PurePosixPath(base).stem, flags=re.ASCII).strip("._")[:80]
-    stem = stem or "upload"
-    return (base or "upload")[:200], f"{uuid.uuid4().hex}/{stem}{suffix}"
+@asynccontextmanager
+async def calls_lifespan(app: Any) -> AsyncIterator[None]:
+    """Start the upload worker with the server (queued jobs of a stopped one run now)."""
+    jobs = app.state.service.call_jobs
+    await run_in_threadpool(jobs.start)
+    try:
+        yield
+    finally:
+        await run_in_threadpool(jobs.close)
 
 
-def _check_suffix(display_name: str, stored_name: str) -> None:
-    suffix = PurePosixPath(stored_name).suffix
-    # The ingest pipeline's own lists, so the API accepts exactly what it can parse.
-    if suffix in AUDIO_SUFFIXES or suffix in TEXT_SUFFIXES:
-        return
-    audio = " ".join(sorted(AUDIO_SUFFIXES))
-    transcripts = " ".join(sorted(TEXT_SUFFIXES))
-    raise ApiError(
-        415,
-        "unsupported_media_type",
-        f"'{display_name}' has suffix '{suffix or '(none)'}'; upload audio ({audio}) "
-        f"or a transcript ({transcripts})",
+router = APIRouter(prefix="/v1/calls", tags=["calls"], lifespan=calls_lifespan)
+
+
+# --- who sees what --------------------------------------------------------------------
+
+
+def sees_call(caller: Principal, account_id: str | None, teams: dict[str, str | None]) -> bool:
+    if caller.all_teams:
+        return True
+    return account_id is not None and teams.get(account_id) == caller.team
+
+
+def sees_job(caller: Principal, job: UploadJob) -> bool:
+    if job.key_id is not None and job.key_id == caller.key_id:
+        return True
+    return caller.at_least("manager") and caller.sees_team(job.team)
+
+
+def _no_call(call_id: str) -> NotFoundError:
+    # The store's own wording, so a hidden call reads exactly like a missing one.
+    return NotFoundError(
+        f"no call with id '{call_id}'; list the stored calls with `copilot status` "
+        "or ingest it first"
     )
 
 
-def _save(source: BinaryIO, dest: Path, max_bytes: int) -> int:
-    """Copy ``source`` to ``dest`` in chunks, stopping (and removing dest) past ``max_bytes``."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    written = 0
-    try:
-        with dest.open("xb") as out:
-            while chunk := source.read(_CHUNK_BYTES):
-                written += len(chunk)
-                if written > max_bytes:
-                    raise UploadTooLarge(max_bytes)
-                out.write(chunk)
-    except BaseException:
-        _discard(dest)
-        raise
-    return written
+def upload_team(caller: Principal, service: CopilotService, account_id: str | None) -> str | None:
+    """The team an upload for ``account_id`` belongs to; 403 when the caller may not upload it.
+
+    A team key must name one of its team's accounts: a call without one would be
+    invisible to its own uploader. An unknown account gets the same 403 as another
+    team's, so a key cannot probe which accounts exist.
+    """
+    team = account_teams(service).get(account_id) if account_id else None
+    if caller.all_teams:
+        return team
+    if account_id is None:
+        raise ApiError(
+            403,
+            "forbidden",
+            f"a key for team '{caller.team}' must say whose call this is: pass account_id "
+            "of one of the team's accounts",
+        )
+    if team != caller.team:
+        raise ApiError(
+            403,
+            "forbidden",
+            f"account '{account_id}' is not one of team '{caller.team}''s accounts; "
+            "upload it with a key of its team, or fix account_id",
+        )
+    return team
 
 
-def _discard(path: Path) -> None:
-    path.unlink(missing_ok=True)
-    try:
-        path.parent.rmdir()
-    except OSError:  # not empty, or already gone
-        pass
+# --- routes ---------------------------------------------------------------------------
 
 
 def _blank_to_none(value: str | None) -> str | None:
@@ -87,51 +116,82 @@ def _blank_to_none(value: str | None) -> str | None:
     return value.strip() or None
 
 
-@router.post("", status_code=201, response_model=IngestOut)
+@router.post(
+    "",
+    status_code=202,
+    response_model=UploadAccepted,
+    responses={
+        403: {"description": "The account is not one of the caller's team's."},
+        413: {"description": "The file is over serve.max_upload_mb."},
+        415: {"description": "Not an audio file or a transcript."},
+        429: {"description": "Too many uploads queued; Retry-After says when to try again."},
+    },
+)
 async def upload_call(
+    request: Request,
+    response: Response,
     service: Service,
+    caller: Caller,
     file: Annotated[UploadFile, File(description="An audio recording or a transcript.")],
     outcome: Annotated[str | None, Form(description="won, lost, open or another label.")] = None,
     account_id: Annotated[str | None, Form()] = None,
-) -> IngestOut:
-    """Store one call. Re-uploading the same content is a no-op reported as ``unchanged``."""
-    display_name, stored_name = upload_names(file.filename)
-    _check_suffix(display_name, stored_name)
+) -> UploadAccepted:
+    """Store one call's file and queue its ingest; poll ``status_url`` for the result.
 
-    settings = service.settings
-    max_bytes = int(settings.serve.max_upload_mb * 2**20)
-    dest = settings.uploads_dir / stored_name
-    size = await run_in_threadpool(_save, file.file, dest, max_bytes)
-    logger.info("received upload %s (%d bytes) as %s", display_name, size, stored_name)
+    Re-uploading the same content ends as a job with the call ids under ``unchanged``.
+    """
+    # The cheap refusals first: nothing is stored for a wrong type or another team's account.
+    try:
+        check_suffix(file.filename)
+    except UnsupportedUploadError as exc:
+        raise ApiError(415, "unsupported_media_type", str(exc)) from exc
+    account_id = _blank_to_none(account_id)
+    team = await run_in_threadpool(upload_team, caller, service, account_id)
 
     try:
-        report = await run_in_threadpool(
-            service.ingest, [dest], _blank_to_none(outcome), _blank_to_none(account_id)
+        job = await run_in_threadpool(
+            service.call_jobs.accept,
+            file.file,
+            file.filename,
+            _blank_to_none(outcome),
+            account_id,
+            team,
+            caller.key_id,
         )
-    except BaseException:
-        _discard(dest)
-        raise
+    except UploadTooLargeError as exc:
+        raise ApiError(413, "too_large", str(exc)) from exc
+    except QueueFullError as exc:
+        raise HTTPException(429, str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from exc
 
-    # The server's path means nothing to the client: report its own file name.
-    failed = [
-        FailedInput(input=display_name, reason=reason.replace(str(dest), display_name))
-        for _, reason in report.failed
-    ]
-    if not report.stored:
-        # Nothing refers to this copy: a failed input, or a duplicate of one stored before.
-        _discard(dest)
-    if failed and not report.stored and not report.unchanged:
-        raise ApiError(422, "ingest_failed", f"{display_name}: {failed[0].reason}")
-    return IngestOut(stored=report.stored, unchanged=report.unchanged, failed=failed)
+    status_url = request.app.url_path_for("read_upload_job", job_id=job.job_id)
+    response.headers["Location"] = status_url
+    return UploadAccepted(job_id=job.job_id, status=job.status, status_url=status_url)
+
+
+@router.get("/jobs/{job_id}", response_model=UploadJobOut)
+def read_upload_job(job_id: str, service: Service, caller: Caller) -> UploadJobOut:
+    """Where an upload's ingest stands: queued, running, done (with the call ids) or failed
+    (with the reason and the fix)."""
+    job = service.call_jobs.get(job_id)
+    if not sees_job(caller, job):
+        raise unknown_job(job_id)  # another key's job reads as one that does not exist
+    return UploadJobOut.of(job)
 
 
 @router.get("", response_model=list[CallSummary])
-def list_calls(service: Service) -> list[CallSummary]:
-    """Every stored call's metadata, by call id."""
-    return [CallSummary.of(record) for record in service.list_calls()]
+def list_calls(service: Service, caller: Caller) -> list[CallSummary]:
+    """The metadata of every stored call the caller's team may see, by call id."""
+    records = service.list_calls()
+    if not caller.all_teams:
+        teams = account_teams(service)
+        records = [r for r in records if sees_call(caller, r.account_id, teams)]
+    return [CallSummary.of(record) for record in records]
 
 
 @router.get("/{call_id}", response_model=CallDetail)
-def read_call(call_id: str, service: Service) -> CallDetail:
+def read_call(call_id: str, service: Service, caller: Caller) -> CallDetail:
     """One call with its turns (speaker, start and end in seconds, text)."""
-    return CallDetail.of(service.transcript(call_id))
+    record = service.transcript(call_id)
+    if not caller.all_teams and not sees_call(caller, record.account_id, account_teams(service)):
+        raise _no_call(call_id)
+    return CallDetail.of(record)
