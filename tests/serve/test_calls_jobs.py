@@ -14,6 +14,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import gradio as gr
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
@@ -22,8 +23,9 @@ from copilot.context import Account
 from copilot.schemas import CallRecord, Turn
 from copilot.settings import ServeSettings, Settings, load_settings
 from serve.api.app import create_app
-from serve.jobs import MAX_ATTEMPTS, CallJobs, UploadJobRow
+from serve.jobs import MAX_ATTEMPTS, CallJobs, UploadJob, UploadJobRow
 from serve.service import CopilotService
+from serve.ui.calls import job_line, poll_upload, start_upload
 from tests.serve.conftest import bearer
 from tests.serve.test_api import assert_error
 
@@ -335,3 +337,62 @@ def test_worker_reports_a_bad_input_by_its_name(worker_service: CopilotService) 
     assert str(worker_service.settings.uploads_dir) not in job["error"]
     assert job["failed"][0]["input"] == "call-07.wav"
     assert not list(worker_service.settings.uploads_dir.rglob("call-07*"))
+
+
+# --- the UI's upload --------------------------------------------------------------------
+
+
+def test_ui_upload_queues_the_same_job_and_polls_it(
+    team_service: CopilotService, tmp_path: Path
+) -> None:
+    source = tmp_path / "华信 通话.txt"
+    source.write_text(CHINESE_TRANSCRIPT, encoding="utf-8")
+
+    job_id, line, timer = start_upload(team_service, str(source), " won ", " acct-east ")
+    assert line == "**queued** · 华信 通话.txt · next"
+    assert timer.active is True
+    job = team_service.call_jobs.get(job_id)
+    assert (job.account_id, job.team, job.outcome, job.key_id) == ("acct-east", "East", "won", None)
+    assert Path(job.path).read_text(encoding="utf-8") == CHINESE_TRANSCRIPT
+
+    line, timer, picker, rows = poll_upload(team_service, job_id)
+    assert (line, timer.active) == ("**queued** · 华信 通话.txt · next", True)
+    assert picker == gr.skip() and rows == gr.skip()  # the table is left alone until it ends
+
+    Path(job.path).unlink()  # the worker then fails the job, as it would for a lost file
+    team_service.call_jobs.run_job(job)
+    line, timer, picker, rows = poll_upload(team_service, job_id)
+    assert line == (
+        "**failed** · 华信 通话.txt: the stored upload is gone from the server; "
+        "upload the file again"
+    )
+    assert timer.active is False
+    assert [row[0] for row in rows] == ["call-central", "call-east", "call-orphan"]
+
+
+def test_ui_upload_refusals_are_messages(service: CopilotService, tmp_path: Path) -> None:
+    with pytest.raises(gr.Error, match="Pick a recording or a transcript"):
+        start_upload(service, None, "", "")
+    setup = tmp_path / "setup.exe"
+    setup.write_bytes(b"MZ")
+    with pytest.raises(gr.Error, match=r"'setup.exe' has suffix '.exe'; upload audio"):
+        start_upload(service, str(setup), "", "")
+    assert stored_uploads(service.settings) == []
+
+
+def test_job_line_for_a_finished_job(service: CopilotService) -> None:
+    job = UploadJob(
+        job_id="j1",
+        status="done",
+        input_name="call_1.txt",
+        outcome=None,
+        account_id=None,
+        team=None,
+        key_id=None,
+        created_at="2026-01-01T00:00:00.000+00:00",
+        stored=["call_1"],
+        unchanged=["call_0"],
+    )
+    assert (
+        job_line(service, job) == r"**done** · call\_1.txt · stored: call\_1 · unchanged: call\_0"
+    )
