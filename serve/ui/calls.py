@@ -8,6 +8,7 @@ the API or another manager's page.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from datetime import datetime
 from functools import partial
@@ -17,6 +18,7 @@ from typing import Any
 import gradio as gr
 
 from copilot.errors import CopilotError
+from copilot.exports import write_csv
 from serve.jobs import UploadJob, account_teams
 from serve.service import CopilotService
 from serve.ui.format import clock, md_escape
@@ -38,6 +40,19 @@ def refresh_calls(service: CopilotService) -> tuple[Any, list[list[str]]]:
     rows = call_rows(service)
     choices = [(f"{row[0]} · {row[1] or 'no outcome'}", row[0]) for row in rows]
     return gr.Dropdown(choices=choices, value=None), rows
+
+
+def export_calls_csv(service: CopilotService) -> str:
+    """The calls table as a CSV file for a spreadsheet; returns its path.
+
+    Written by copilot.exports, so a call id or an outcome that starts like a formula
+    stays text; UTF-8 with a byte-order mark, so Excel shows Chinese names as written.
+    """
+    with tempfile.NamedTemporaryFile(
+        "w", encoding="utf-8-sig", newline="", prefix="calls-", suffix=".csv", delete=False
+    ) as out:
+        write_csv(call_rows(service), CALL_HEADERS, out)
+    return out.name
 
 
 def render_transcript(service: CopilotService, call_id: str | None) -> str:
@@ -130,6 +145,9 @@ def create_calls_tab(demo: gr.Blocks, service: CopilotService) -> None:
         picker = gr.Dropdown(label="Call", choices=[], scale=4)
         refresh = gr.Button("Refresh", scale=1)
     table = gr.Dataframe(headers=CALL_HEADERS, label="Stored calls", interactive=False)
+    with gr.Row():
+        export = gr.Button("Export CSV", scale=1)
+        export_file = gr.File(label="Calls as CSV", interactive=False, scale=4)
     transcript = gr.Markdown(EMPTY_TRANSCRIPT)
 
     with gr.Accordion("Upload a call", open=False):
@@ -147,6 +165,7 @@ def create_calls_tab(demo: gr.Blocks, service: CopilotService) -> None:
     demo.load(load, outputs=[picker, table])
     refresh.click(load, outputs=[picker, table])
     picker.change(partial(render_transcript, service), inputs=picker, outputs=transcript)
+    export.click(partial(export_calls_csv, service), outputs=export_file)
     upload_button.click(
         partial(start_upload, service),
         inputs=[upload_file, outcome, account],

@@ -7,6 +7,8 @@ rules, never a model. The slow group runs the worker and a real ingest.
 
 from __future__ import annotations
 
+import csv
+import io
 import socket
 import subprocess
 import sys
@@ -25,7 +27,7 @@ from copilot.settings import ServeSettings, Settings, load_settings
 from serve.api.app import create_app
 from serve.jobs import MAX_ATTEMPTS, CallJobs, UploadJob, UploadJobRow
 from serve.service import CopilotService
-from serve.ui.calls import job_line, poll_upload, start_upload
+from serve.ui.calls import export_calls_csv, job_line, poll_upload, start_upload
 from tests.serve.conftest import bearer
 from tests.serve.test_api import assert_error
 
@@ -395,4 +397,47 @@ def test_job_line_for_a_finished_job(service: CopilotService) -> None:
     )
     assert (
         job_line(service, job) == r"**done** · call\_1.txt · stored: call\_1 · unchanged: call\_0"
+    )
+
+
+def test_calls_csv_export_neutralises_formula_cells(service: CopilotService) -> None:
+    hostile = {
+        '=HYPERLINK("http://evil.example","点我")': "+cmd|' /C calc'!A0",
+        "@SUM(A1:A9)": "-2+3",
+        "\tcall": "\rwon",
+        "华信医疗-续约": "赢单",
+    }
+    for call_id, outcome in hostile.items():
+        record = CallRecord(
+            call_id=call_id,
+            turns=[Turn("customer", 0.0, 61.0, "太贵了")],
+            source="/tmp/x.txt",
+            source_kind="transcript",
+            content_hash=f"hash-{call_id}",
+            outcome=outcome,
+            account_id="=1+1",
+            duration_s=61.0,
+        )
+        service.store.save_calls([record], input_hash=f"in-{call_id}", input_path="/tmp/x.txt")
+
+    path = Path(export_calls_csv(service))
+    raw = path.read_bytes()
+    path.unlink()
+    assert raw.startswith(b"\xef\xbb\xbf")  # the BOM Excel needs to read UTF-8
+    with io.StringIO(raw.decode("utf-8-sig"), newline="") as text:
+        rows = list(csv.reader(text))
+    assert rows[0] == ["call", "outcome", "account", "duration", "source"]
+    assert sorted(rows[1:]) == sorted(
+        [
+            ["'\tcall", "'\rwon", "'=1+1", "1:01", "transcript"],
+            [
+                '\'=HYPERLINK("http://evil.example","点我")',
+                "'+cmd|' /C calc'!A0",
+                "'=1+1",
+                "1:01",
+                "transcript",
+            ],
+            ["'@SUM(A1:A9)", "'-2+3", "'=1+1", "1:01", "transcript"],
+            ["华信医疗-续约", "赢单", "'=1+1", "1:01", "transcript"],
+        ]
     )
