@@ -120,6 +120,26 @@ class CopilotService:
         return self._keys
 
     @property
+    def experiments(self):
+        """A/B experiments and the reps' sticky variants (copilot/experiments.py)."""
+        with self._lock:
+            if getattr(self, "_experiments", None) is None:
+                from copilot.experiments import ExperimentStore
+
+                self._experiments = ExperimentStore(self.settings.db_path)
+        return self._experiments
+
+    @property
+    def decisions(self):
+        """The decision log: suggestions, the reps' feedback, deal results (copilot/decisions.py)."""
+        with self._lock:
+            if getattr(self, "_decisions", None) is None:
+                from copilot.decisions import DecisionLog
+
+                self._decisions = DecisionLog(self.settings.db_path)
+        return self._decisions
+
+    @property
     def prompts(self):
         """Versioned system prompts and knowledge notes (copilot/prompt_library.py)."""
         with self._lock:

@@ -10,7 +10,19 @@ from fastapi import FastAPI
 
 from serve.api.errors import install_error_handlers
 from serve.api.limits import UploadLimitMiddleware
-from serve.api.routes import accounts, adapters, alerts, calls, chat, events, health, objections
+from serve.api.routes import (
+    accounts,
+    adapters,
+    alerts,
+    calls,
+    chat,
+    decisions,
+    events,
+    experiments,
+    health,
+    objections,
+    openai_compat,
+)
 from serve.service import CopilotService
 
 UI_PATH = "/ui"
@@ -31,10 +43,13 @@ def create_app(service: CopilotService, with_ui: bool = True) -> FastAPI:
     app.include_router(health.router)
     app.include_router(objections.router)
     app.include_router(chat.router)
+    app.include_router(openai_compat.router)
     app.include_router(calls.router)
     app.include_router(accounts.router)
     app.include_router(events.router)
     app.include_router(alerts.router)
+    app.include_router(experiments.router)
+    app.include_router(decisions.router)
     app.include_router(adapters.router)
 
     max_bytes = int(service.settings.serve.max_upload_mb * 2**20)
