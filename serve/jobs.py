@@ -152,7 +152,9 @@ def upload_names(client_filename: str | None) -> tuple[str, str]:
     """
     base = PurePosixPath((client_filename or "").replace("\\", "/")).name
     suffix = PurePosixPath(base).suffix.lower()
-    stem = re.sub(r"[^\w.-]+", "_", PurePosixPath(base).stem, flags=re.ASCII).strip("._")[:80]
+    # Unicode word characters stay: a recording named 华信医疗-续约.wav keeps its name as its
+    # call id. Separators, dots at the ends and punctuation do not.
+    stem = re.sub(r"[^\w.-]+", "_", PurePosixPath(base).stem).strip("._")[:80]
     stem = stem or "upload"
     return (base or "upload")[:200], f"{uuid.uuid4().hex}/{stem}{suffix}"
 

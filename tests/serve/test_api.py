@@ -219,6 +219,8 @@ def test_stored_call_is_listed_and_readable(client: TestClient, service: Copilot
         ("C:\\Users\\rep\\Desktop\\call 01.WAV", "call 01.WAV", "call_01.wav"),
         ("", "upload", "upload"),
         (".hidden", ".hidden", "hidden"),
+        ("华信医疗 续约/../通话.mp3", "通话.mp3", "通话.mp3"),
+        ("华信医疗 续约.mp3", "华信医疗 续约.mp3", "华信医疗_续约.mp3"),
     ],
 )
 def test_upload_names_never_follow_the_client_path(
