@@ -149,6 +149,9 @@ class ServeSettings(_Strict):
     max_upload_mb: float = Field(200, gt=0)
     # Uploads waiting for or in ingest; more are refused with 429 until some finish.
     max_queued_uploads: int = Field(16, ge=1)
+    # Generations waiting for the model beyond the one running; more get a 429 with Retry-After.
+    max_queued_generations: int = Field(8, ge=0, le=1000)
+    generation_workers: int = Field(1, ge=1, le=16)
 
 
 class CraigslistSettings(_Strict):

@@ -10,33 +10,24 @@ import getpass
 import logging
 import threading
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from copilot.errors import InputError, StateError
 from copilot.objections import TYPES
-from copilot.prompts import SYSTEM_PROMPT
-from copilot.schemas import CallRecord, Citation, Objection
+from copilot.schemas import CallRecord, Objection
 from copilot.settings import Settings, resolve_model_path
 from copilot.store import Store
 from rag.ingest import IngestReport
+from serve.answer import Answer
 
 if TYPE_CHECKING:  # rag.retrieve imports chromadb; the service loads it lazily
+    from copilot.keys import Principal
     from rag.retrieve import SearchHit
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["Answer", "CopilotService", "IngestReport"]
-
-MAX_REFERENCES = 2
-
-
-@dataclass
-class Answer:
-    reply: str
-    adapter: str  # adapter name, or "base" for the base model
-    citations: list[Citation]
 
 
 class CopilotService:
@@ -51,6 +42,7 @@ class CopilotService:
         self._accounts = None
         self._events = None
         self._keys = None
+        self._generation = None
 
     # --- lazily built pieces -----------------------------------------------
 
@@ -161,6 +153,19 @@ class CopilotService:
         return self._call_jobs
 
     @property
+    def generation(self):
+        """The queue that chat and objection answers wait in (serve/generation.py)."""
+        with self._lock:
+            if self._generation is None:
+                from serve.generation import GenerationQueue
+
+                serve = self.settings.serve
+                self._generation = GenerationQueue(
+                    workers=serve.generation_workers, max_waiting=serve.max_queued_generations
+                )
+        return self._generation
+
+    @property
     def registry(self):
         from training.registry import AdapterRegistry
 
@@ -264,51 +269,40 @@ class CopilotService:
             tags=tuple(tags),
         )
 
-    def ask(self, text: str, account_id: str | None = None, adapter: str | None = None) -> Answer:
-        """A suggested reply to a customer objection, with the won-call excerpts it drew on."""
-        from rag.retrieve import references
+    def ask(
+        self,
+        text: str,
+        account_id: str | None = None,
+        adapter: str | None = None,
+        *,
+        principal: Principal | None = None,
+    ) -> Answer:
+        """A suggested reply to a customer objection, with the won-call excerpts it drew on.
+
+        ``adapter`` is a model name (serve/variants.py): None = ``copilot``, the experiment
+        variant or the promoted adapter, re-read on every request (no restart to promote)."""
+        from serve.answer import generate_answer, prepare_objection
+        from serve.variants import resolve_model
 
         _require_text(text, "text")
-        # The registry re-reads the promotion pointer on every request (no restart to
-        # promote), and refuses an adapter trained on another base before any model loads.
-        chosen = self.registry.resolve(adapter, expected_base=self.generator.base_model)
-        hits = references(self.index, text, self.settings.index.top_k, account_id=account_id)
-        replies = [reply for _, reply in hits if reply][:MAX_REFERENCES]
-        reply = self.generator.reply(text, replies, chosen)
-        if not reply and replies:
-            # A small model sometimes produces nothing usable after cleaning; the
-            # best-matching reply from a won call is a better answer than none.
-            logger.warning(
-                "ask: the model gave no usable reply; answering with the closest won-call reply"
-            )
-            reply = replies[0]
-        return Answer(
-            reply=reply, adapter=chosen.name if chosen else "base", citations=[c for c, _ in hits]
-        )
+        choice = resolve_model(self, adapter, principal)
+        return generate_answer(self, prepare_objection(self, text, account_id, choice))
 
-    def chat(self, messages: list[dict[str, str]], account_id: str | None = None) -> Answer:
-        """A chat answer grounded in retrieved call excerpts; client system messages are not trusted."""
-        from rag.retrieve import references
+    def chat(
+        self,
+        messages: list[dict[str, str]],
+        account_id: str | None = None,
+        model: str | None = None,
+        *,
+        principal: Principal | None = None,
+    ) -> Answer:
+        """A chat answer grounded in the account's calls and signals; a client's system
+        messages are not trusted (dropped and logged)."""
+        from serve.answer import generate_answer, prepare_chat
+        from serve.variants import resolve_model
 
-        turns = [
-            m
-            for m in messages
-            if m.get("role") in {"user", "assistant"} and str(m.get("content", "")).strip()
-        ]
-        if not turns or turns[-1]["role"] != "user":
-            raise InputError("messages must end with a non-empty 'user' message")
-        if len(turns) != len(messages):
-            logger.warning(
-                "chat: dropped %d system or empty messages from the client",
-                len(messages) - len(turns),
-            )
-        hits = references(
-            self.index, turns[-1]["content"], self.settings.index.top_k, account_id=account_id
-        )
-        excerpts = "\n".join(f"<<{c.text}>>" for c, _ in hits[:MAX_REFERENCES])
-        system = SYSTEM_PROMPT + (f"\nCall excerpts (quoted data):\n{excerpts}" if excerpts else "")
-        reply = self.generator.chat([{"role": "system", "content": system}, *turns])
-        return Answer(reply=reply, adapter="base", citations=[c for c, _ in hits])
+        choice = resolve_model(self, model, principal)
+        return generate_answer(self, prepare_chat(self, messages, account_id, choice))
 
     # --- inspection --------------------------------------------------------------
 

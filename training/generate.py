@@ -6,6 +6,8 @@
 The base loads once; each adapter loads once into one peft model and is then
 switched by name. peft's active adapter is state of the whole model, so every
 generation holds one lock: requests are served one at a time per process.
+``stream`` yields the text as the model writes it, still under that lock; a
+``stop`` event ends a generation early (its client went away).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,7 +92,7 @@ def _fit_prompt(tokenizer: Any, messages: list[dict[str, str]], budget: int) -> 
     latest message stay); a single oversized message keeps its end. Without this,
     one request past the context window ties up the generator for minutes.
     """
-    messages = list(messages)
+    messages = _without_special_tokens(tokenizer, messages)
     while True:
         prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         inputs = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")
@@ -102,6 +104,44 @@ def _fit_prompt(tokenizer: Any, messages: list[dict[str, str]], budget: int) -> 
             logger.warning("prompt of %d tokens cut to its last %d", length, budget)
             return {key: value[:, -budget:] for key, value in inputs.items()}
         del messages[droppable[0]]
+
+
+def _without_special_tokens(tokenizer: Any, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """``messages`` with the tokenizer's control tokens removed from their text.
+
+    The rendered prompt is tokenised as one string, so an ``<|im_start|>system`` typed
+    into a transcript or a chat message would otherwise become a real role switch.
+    """
+    specials = sorted(
+        (t for t in getattr(tokenizer, "all_special_tokens", []) if t), key=len, reverse=True
+    )
+    if not specials:
+        return list(messages)
+    pattern = re.compile("|".join(re.escape(t) for t in specials))
+    cleaned = []
+    for message in messages:
+        content = pattern.sub("", message["content"])
+        if content != message["content"]:
+            logger.warning("removed control tokens from a %s message", message["role"])
+        cleaned.append({**message, "content": content})
+    return cleaned
+
+
+def _stop_when_set(*events: threading.Event | None) -> Any:
+    """generate()'s stopping criteria: end at the next token once any of ``events`` is set."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    watched = [e for e in events if e is not None]
+
+    class StopWhenSet(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            stop = any(e.is_set() for e in watched)
+            return torch.full(
+                (input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device
+            )
+
+    return StoppingCriteriaList([StopWhenSet()])
 
 
 @dataclass
@@ -156,58 +196,138 @@ class ReplyGenerator:
         messages = objection_messages(objection, references, system=system, knowledge=knowledge)
         return clean_reply(self._generate(messages, adapter))
 
-    def chat(self, messages: list[dict[str, str]], adapter: AdapterInfo | None = None) -> str:
-        """Free chat: ``messages`` are ``{"role": system|user|assistant, "content": str}``."""
-        if not messages:
-            raise InputError("chat needs at least one message")
-        for i, message in enumerate(messages):
-            if (
-                not isinstance(message, dict)
-                or message.get("role") not in _ROLES
-                or not isinstance(message.get("content"), str)
-            ):
-                raise InputError(
-                    f"message {i} must be {{'role': one of {sorted(_ROLES)}, 'content': text}}; "
-                    f"got {message!r}"
-                )
-        return self._generate(messages, adapter).strip()
+    def chat(
+        self,
+        messages: list[dict[str, str]],
+        adapter: AdapterInfo | None = None,
+        stop: threading.Event | None = None,
+        max_new_tokens: int | None = None,
+    ) -> str:
+        """Free chat: ``messages`` are ``{"role": system|user|assistant, "content": str}``.
 
-    def _generate(self, messages: list[dict[str, str]], adapter: AdapterInfo | None) -> str:
-        import torch
+        Setting ``stop`` ends the generation at the next token (its client went away);
+        ``max_new_tokens`` can only lower the configured limit."""
+        _check_messages(messages)
+        return self._generate(messages, adapter, stop, max_new_tokens).strip()
 
+    def stream(
+        self,
+        messages: list[dict[str, str]],
+        adapter: AdapterInfo | None = None,
+        stop: threading.Event | None = None,
+        max_new_tokens: int | None = None,
+    ) -> Iterator[str]:
+        """The raw text of the next message, piece by piece as the model writes it.
+
+        The model stays locked until the iterator ends or is closed (close it when done
+        early: ``contextlib.closing``); setting ``stop`` ends the generation at the next
+        token. Joined, the pieces are what ``chat`` would return before stripping.
+        """
+        from transformers import TextIteratorStreamer
+
+        _check_messages(messages)
+        self._check_base(adapter)
+        slot = self._slot()
+        with slot.lock:
+            model, inputs, kwargs, off = self._prepare(slot, messages, adapter, max_new_tokens)
+            streamer = TextIteratorStreamer(
+                slot.tokenizer, skip_prompt=True, skip_special_tokens=True
+            )
+            halt = threading.Event()  # set when the reader stops early
+            failure: list[BaseException] = []
+
+            def run() -> None:
+                import torch
+
+                try:
+                    with torch.no_grad(), off:
+                        model.generate(
+                            **inputs,
+                            **kwargs,
+                            streamer=streamer,
+                            stopping_criteria=_stop_when_set(halt, stop),
+                        )
+                except BaseException as exc:  # re-raised in the reader's thread below
+                    failure.append(exc)
+                    streamer.end()
+
+            thread = threading.Thread(target=run, name="generate-stream", daemon=True)
+            started = time.perf_counter()
+            thread.start()
+            pieces = 0
+            try:
+                for piece in streamer:
+                    if piece:
+                        pieces += 1
+                        yield piece
+            finally:
+                halt.set()
+                thread.join()
+            logger.debug("streamed %d pieces in %.2f s", pieces, time.perf_counter() - started)
+        if failure:
+            raise failure[0]
+
+    def _check_base(self, adapter: AdapterInfo | None) -> None:
         if adapter is not None and adapter.base_model != self.base_model:
             raise InputError(
                 f"adapter '{adapter.name}' was trained on base model '{adapter.base_model}', "
                 f"but the generator runs '{self.base_model}'; train a new adapter on this base, "
                 "or set training.base_model / models.generator back to the adapter's base"
             )
+
+    def _prepare(
+        self,
+        slot: _Slot,
+        messages: list[dict[str, str]],
+        adapter: AdapterInfo | None,
+        max_new_tokens: int | None = None,
+    ) -> tuple[Any, Any, dict[str, Any], Any]:
+        """The model (adapter active), the prompt, generate()'s options and the context that
+        switches adapters off for a base request. The caller holds ``slot.lock``."""
         gen = self.settings.models.generator
+        limit = min(max_new_tokens or gen.max_new_tokens, gen.max_new_tokens)
+        model = _activate(slot, adapter)
+        tokenizer = slot.tokenizer
+        inputs = _fit_prompt(tokenizer, messages, _context_budget(model, limit))
+        sampling = (
+            {"do_sample": True, "temperature": gen.temperature}
+            if gen.temperature > 0
+            else {"do_sample": False}
+        )
+        kwargs = {
+            "max_new_tokens": limit,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+            "top_p": None,
+            "top_k": None,
+            **sampling,
+        }
+        off = (
+            slot.peft.disable_adapter()
+            if adapter is None and slot.peft is not None
+            else nullcontext()
+        )
+        return model, inputs, kwargs, off
+
+    def _generate(
+        self,
+        messages: list[dict[str, str]],
+        adapter: AdapterInfo | None,
+        stop: threading.Event | None = None,
+        max_new_tokens: int | None = None,
+    ) -> str:
+        import torch
+
+        self._check_base(adapter)
         slot = self._slot()
         with slot.lock:
-            model = _activate(slot, adapter)
+            model, inputs, kwargs, off = self._prepare(slot, messages, adapter, max_new_tokens)
             tokenizer = slot.tokenizer
-            inputs = _fit_prompt(tokenizer, messages, _context_budget(model, gen.max_new_tokens))
-            sampling = (
-                {"do_sample": True, "temperature": gen.temperature}
-                if gen.temperature > 0
-                else {"do_sample": False}
-            )
-            off = (
-                slot.peft.disable_adapter()
-                if adapter is None and slot.peft is not None
-                else nullcontext()
-            )
+            if stop is not None:
+                kwargs["stopping_criteria"] = _stop_when_set(stop)
             started = time.perf_counter()
             with torch.no_grad(), off:
-                output = model.generate(
-                    **inputs,
-                    max_new_tokens=gen.max_new_tokens,
-                    eos_token_id=tokenizer.eos_token_id,
-                    pad_token_id=tokenizer.pad_token_id,
-                    top_p=None,
-                    top_k=None,
-                    **sampling,
-                )
+                output = model.generate(**inputs, **kwargs)
             new_tokens = output[0, inputs["input_ids"].shape[1] :]
             elapsed = time.perf_counter() - started
         self.last_tokens_per_s = len(new_tokens) / elapsed if elapsed > 0 else None
@@ -218,6 +338,21 @@ class ReplyGenerator:
             adapter.name if adapter else "the base model",
         )
         return tokenizer.decode(new_tokens, skip_special_tokens=True)
+
+
+def _check_messages(messages: list[dict[str, str]]) -> None:
+    if not messages:
+        raise InputError("chat needs at least one message")
+    for i, message in enumerate(messages):
+        if (
+            not isinstance(message, dict)
+            or message.get("role") not in _ROLES
+            or not isinstance(message.get("content"), str)
+        ):
+            raise InputError(
+                f"message {i} must be {{'role': one of {sorted(_ROLES)}, 'content': text}}; "
+                f"got {message!r}"
+            )
 
 
 def _activate(slot: _Slot, adapter: AdapterInfo | None) -> Any:

@@ -72,11 +72,14 @@ _HTTP_CODES = {
 class ApiError(Exception):
     """An error a route raises to answer with a given status, code and message."""
 
-    def __init__(self, status_code: int, code: str, message: str):
+    def __init__(
+        self, status_code: int, code: str, message: str, headers: dict[str, str] | None = None
+    ):
         super().__init__(message)
         self.status_code = status_code
         self.code = code
         self.message = message
+        self.headers = headers  # e.g. Retry-After on a 429
 
 
 def error_body(code: str, message: str) -> dict[str, Any]:
@@ -139,7 +142,7 @@ async def _copilot_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status_code, exc.code, exc.message)
+    return error_response(exc.status_code, exc.code, exc.message, headers=exc.headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

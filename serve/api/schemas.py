@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from copilot.schemas import CallRecord, Citation
-from serve.service import Answer
+from serve.answer import Answer
 
 
 def _not_blank(value: str) -> str:
@@ -21,15 +21,34 @@ class StrictBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+MODEL_HELP = (
+    'Which model answers (GET /v1/models): "copilot" (default: your experiment variant, else '
+    'the promoted adapter), "base", an adapter name, or "EXPERIMENT/VARIANT".'
+)
+
+
 class ObjectionRequest(StrictBody):
     text: str = Field(description="What the customer said.", max_length=4000)
     account_id: str | None = Field(None, description="Account the call is about.")
-    adapter: str | None = Field(None, description="Adapter name; omitted = the promoted one.")
+    model: str | None = Field(None, description=MODEL_HELP, max_length=200)
+    adapter: str | None = Field(
+        None, description="Older name for `model` (an adapter name).", max_length=200
+    )
 
     @field_validator("text")
     @classmethod
     def _text_not_blank(cls, value: str) -> str:
         return _not_blank(value)
+
+    @model_validator(mode="after")
+    def _one_model_name(self) -> ObjectionRequest:
+        if self.model and self.adapter and self.model != self.adapter:
+            raise ValueError("give `model` or its older name `adapter`, not both")
+        return self
+
+    @property
+    def model_name(self) -> str | None:
+        return self.model or self.adapter
 
 
 class ChatMessage(StrictBody):
@@ -38,8 +57,20 @@ class ChatMessage(StrictBody):
 
 
 class ChatRequest(StrictBody):
-    messages: list[ChatMessage] = Field(min_length=1, max_length=64)
-    account_id: str | None = None
+    messages: list[ChatMessage] = Field(
+        min_length=1,
+        max_length=64,
+        description="The conversation; a `system` message is not trusted and is dropped.",
+    )
+    account_id: str | None = Field(
+        None, description="Ground the answer in this account's calls and signals."
+    )
+    model: str | None = Field(None, description=MODEL_HELP, max_length=200)
+    stream: bool = Field(
+        False,
+        description="Answer as server-sent events (citations, token..., done); "
+        "so does `Accept: text/event-stream`.",
+    )
 
     @field_validator("messages")
     @classmethod
@@ -64,15 +95,32 @@ class CitationOut(BaseModel):
 
 class AnswerOut(BaseModel):
     reply: str
+    model: str = Field("copilot", description="The model name that was asked for.")
     adapter: str = Field(description='Adapter that answered, or "base".')
     citations: list[CitationOut]
+    suggestion_id: str | None = Field(
+        None, description="The decision-log id to send feedback on this suggestion with."
+    )
+    guarded: str | None = Field(
+        None,
+        description="Set when the output guard replaced the model's reply, with the reason "
+        "(discount_above_limit, echoes_quoted_data).",
+    )
+    experiment_id: str | None = None
+    variant: str | None = None
+    prompt_version: str | None = None
 
     @classmethod
     def of(cls, answer: Answer) -> AnswerOut:
         return cls(
             reply=answer.reply,
+            model=answer.model,
             adapter=answer.adapter,
             citations=[CitationOut.of(c) for c in answer.citations],
+            guarded=answer.guarded,
+            experiment_id=answer.experiment_id,
+            variant=answer.variant,
+            prompt_version=answer.prompt_version,
         )
 
 
