@@ -422,16 +422,25 @@ class DecisionLog:
         if (limit is not None and limit < 0) or offset < 0:
             raise InputError("limit and offset must be 0 or more")
 
-        latest = (
-            select(func.max(FeedbackRow.id).label("id"))
-            .group_by(FeedbackRow.suggestion_id)
-            .subquery()
+        # The latest answer per suggestion, found through the suggestion_id index for each
+        # row: a GROUP BY subquery instead is re-run per row by SQLite (seconds at 10k rows).
+        latest_id = (
+            select(func.max(FeedbackRow.id))
+            .where(FeedbackRow.suggestion_id == SuggestionRow.suggestion_id)
+            .correlate(SuggestionRow)
+            .scalar_subquery()
         )
-        current = (
-            select(FeedbackRow).join(latest, FeedbackRow.id == latest.c.id).subquery("current")
-        )
-        stmt = select(SuggestionRow, current).outerjoin(
-            current, current.c.suggestion_id == SuggestionRow.suggestion_id
+        stmt = select(
+            SuggestionRow,
+            FeedbackRow.id.label("feedback_id"),
+            FeedbackRow.action,
+            FeedbackRow.text,
+            FeedbackRow.reason,
+            FeedbackRow.at,
+        ).outerjoin(
+            FeedbackRow,
+            (FeedbackRow.suggestion_id == SuggestionRow.suggestion_id)
+            & (FeedbackRow.id == latest_id),
         )
         conditions = [
             (rep, SuggestionRow.rep_id == rep),
@@ -448,9 +457,9 @@ class DecisionLog:
         if teams is not None:
             stmt = stmt.where(SuggestionRow.team.in_(list(teams)))
         if action == NO_ACTION:
-            stmt = stmt.where(current.c.id.is_(None))
+            stmt = stmt.where(FeedbackRow.id.is_(None))
         elif action is not None:
-            stmt = stmt.where(current.c.action == action)
+            stmt = stmt.where(FeedbackRow.action == action)
         stmt = stmt.order_by(SuggestionRow.created_at.desc(), SuggestionRow.suggestion_id)
         if offset:
             stmt = stmt.offset(offset)
