@@ -13,6 +13,7 @@ from fastapi import FastAPI  # noqa: E402
 
 from serve.service import CopilotService  # noqa: E402
 from serve.ui.calls import create_calls_tab  # noqa: E402
+from serve.ui.dashboard import create_dashboard_tab  # noqa: E402
 from serve.ui.login import LOGIN_MESSAGE, manager_login  # noqa: E402
 from serve.ui.playground import create_playground_tab  # noqa: E402
 from serve.ui.train import create_train_tab  # noqa: E402
@@ -32,6 +33,8 @@ def create_ui(service: CopilotService) -> gr.Blocks:
                 create_train_tab(demo, service)
             with gr.Tab("Prompt workshop"):
                 create_workshop_tab(demo, service)
+            with gr.Tab("A/B dashboard"):
+                create_dashboard_tab(demo, service)
     return demo
 
 

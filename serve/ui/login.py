@@ -22,10 +22,10 @@ logger = logging.getLogger(__name__)
 UI_ROLE = "manager"
 LOGIN_MESSAGE = (
     "Sign in with a manager or admin API key. "
-    "Username: the key's name, as `copilot keys list` shows it "
+    "Username: the key's name, as 'copilot keys list' shows it "
     "(a key created without --name is named by its id). "
     "Password: the key itself (cpk_...). Rep keys cannot open this UI; "
-    "an admin creates a key with `copilot keys create --role manager --name YOUR-NAME`."
+    "an admin creates a key with 'copilot keys create --role manager --name YOUR-NAME'."
 )
 
 

@@ -17,7 +17,7 @@ import gradio as gr
 from copilot.errors import CopilotError
 from copilot.prompt_library import PromptVersion
 from copilot.prompts import SYSTEM_PROMPT
-from serve.service import MAX_REFERENCES, CopilotService
+from serve.service import CopilotService
 from serve.ui.format import md_escape
 
 logger = logging.getLogger(__name__)
@@ -69,22 +69,64 @@ def version_rows(service: CopilotService) -> list[list[str]]:
     return rows
 
 
+def default_ref(service: CopilotService, selected: str | None = None) -> str | None:
+    """``selected`` if saved, else the active version, else the newest-listed one."""
+    refs = [row[0] for row in version_rows(service)]
+    if selected in refs:
+        return selected
+    active = service.prompts.active()
+    return active.ref if active else (refs[0] if refs else None)
+
+
 def version_picker(service: CopilotService, selected: str | None = None) -> Any:
     refs = [row[0] for row in version_rows(service)]
-    if selected not in refs:
-        active = service.prompts.active()
-        selected = active.ref if active else (refs[0] if refs else None)
-    return gr.Dropdown(choices=refs, value=selected)
+    return gr.Dropdown(choices=refs, value=default_ref(service, selected))
 
 
-def variant_snippet(ref: str | None) -> str:
-    """How an experiment names this version: a variant carrying ``prompt_version``."""
+def experiment_body(service: CopilotService, ref: str | None) -> dict[str, Any]:
+    """An A/B test of ``ref`` against the prompt chat uses now, as ``POST /v1/experiments``
+    takes it. Control names the active version (pinned, so activating another version
+    mid-test does not change the control arm); null means the built-in prompt."""
     ref = ref or "NAME@N"
-    variants = [
-        {"name": "control", "prompt_version": None},
-        {"name": "treatment", "prompt_version": ref},
-    ]
-    return json.dumps({"variants": variants}, ensure_ascii=False, indent=2)
+    active = service.prompts.active()
+    control = active.ref if active else None
+    return {
+        "name": f"prompt {ref} vs {control or 'the built-in prompt'}",
+        "variants": [
+            {"name": "control", "adapter": None, "prompt_version": control, "weight": 1},
+            {"name": ref, "adapter": None, "prompt_version": ref, "weight": 1},
+        ],
+        "control": "control",
+    }
+
+
+def variant_snippet(service: CopilotService, ref: str | None) -> str:
+    return json.dumps(experiment_body(service, ref), ensure_ascii=False, indent=2)
+
+
+def start_experiment(service: CopilotService, ref: str | None, author: str) -> str:
+    """Start the A/B test that ``experiment_body`` describes; a confirmation line."""
+    if not ref:
+        raise gr.Error("Save a version (or pick one) before testing it in an experiment.")
+    active = service.prompts.active()
+    if active is not None and active.ref == ref:
+        raise gr.Error(
+            f"Chat already uses {ref}; pick another version to test against it, "
+            "or press 'Use the built-in prompt' first."
+        )
+    body = experiment_body(service, ref)
+    try:
+        service.prompts.get(ref)
+        experiment = service.experiments.create(
+            body["name"], body["variants"], control=body["control"], created_by=author
+        )
+    except CopilotError as exc:
+        raise _message(exc) from exc
+    gr.Info(f"Experiment {experiment.id} started; follow it on the A/B dashboard tab.")
+    return (
+        f"Started experiment **{md_escape(experiment.id)}**: half of the reps get replies "
+        f"written with {md_escape(ref)}. Follow it on the A/B dashboard tab."
+    )
 
 
 def note_rows(notes: Any) -> list[dict[str, str]]:
@@ -103,8 +145,14 @@ def note_rows(notes: Any) -> list[dict[str, str]]:
 
 def open_tab(service: CopilotService) -> tuple[str, Any, list[list[str]], str]:
     """On page load: (active line, version picker, versions table, variant snippet)."""
-    picker = version_picker(service)
-    return active_line(service), picker, version_rows(service), variant_snippet(picker.value)
+    # Inside an event a component update carries no readable value, so the ref is kept apart.
+    ref = default_ref(service)
+    return (
+        active_line(service),
+        version_picker(service, ref),
+        version_rows(service),
+        variant_snippet(service, ref),
+    )
 
 
 def save_version(
@@ -122,7 +170,7 @@ def save_version(
         active_line(service),
         version_picker(service, saved.ref),
         version_rows(service),
-        variant_snippet(saved.ref),
+        variant_snippet(service, saved.ref),
     )
 
 
@@ -187,29 +235,29 @@ def sample_objections(service: CopilotService, count: int = PREVIEW_COUNT) -> li
 def preview_replies(
     service: CopilotService, version: PromptVersion, objections: list[str], model: str = SERVED
 ) -> Preview:
-    """The replies chat would give to ``objections`` under ``version``: the same retrieval,
-    prompt format and adapter choice as ``CopilotService.ask``."""
-    from rag.retrieve import references
+    """The replies a rep would get to ``objections`` under ``version``: the same grounding,
+    prompt, output guard and adapter choice as ``CopilotService.ask`` (serve/answer.py)."""
+    from serve.answer import generate_answer, prepare_objection
+    from serve.variants import BASE_MODEL, DEFAULT_MODEL, ModelChoice
 
-    generator = service.generator
     adapter = None
     if model == SERVED:
-        adapter = service.registry.resolve(None, expected_base=generator.base_model)
-    # Without stored calls there is nothing to retrieve, and no reason to load the embedder.
-    has_calls = service.store.counts()["calls"] > 0
+        adapter = service.registry.resolve(None, expected_base=service.generator.base_model)
+    choice = ModelChoice(
+        model=DEFAULT_MODEL if model == SERVED else BASE_MODEL,
+        adapter=adapter,
+        system_prompt=version.system_prompt,
+        knowledge=version.knowledge,
+        prompt_version=version.ref,
+    )
     replies = []
     for text in objections:
-        refs: list[str] = []
-        if has_calls:
-            hits = references(service.index, text, service.settings.index.top_k)
-            refs = [reply for _, reply in hits if reply][:MAX_REFERENCES]
-        reply = generator.reply(
-            text, refs, adapter, system=version.system_prompt, knowledge=version.knowledge
-        )
-        replies.append((text, reply))
-    used = adapter.name if adapter else "base"
-    logger.info("previewed %s with %s on %d objections", version.ref, used, len(objections))
-    return Preview(version.ref, used, replies)
+        answer = generate_answer(service, prepare_objection(service, text, None, choice))
+        replies.append((text, answer.reply))
+    logger.info(
+        "previewed %s with %s on %d objections", version.ref, choice.adapter_name, len(objections)
+    )
+    return Preview(version.ref, choice.adapter_name, replies)
 
 
 def preview(
@@ -273,9 +321,15 @@ def create_workshop_tab(demo: gr.Blocks, service: CopilotService) -> None:
     gr.Markdown(
         "### Test it in an experiment\n"
         "An experiment variant names a version in `prompt_version`; reps in that variant get "
-        "replies written with it. A variant without one uses the prompt chat uses by default."
+        "replies written with it (null = the prompt chat uses by default). The button starts "
+        "this A/B test; the same body works with `POST /v1/experiments`."
     )
-    snippet = gr.Code(variant_snippet(None), language="json", label="Experiment variants")
+    with gr.Row():
+        start = gr.Button("Start an A/B test of this version", scale=1)
+        started = gr.Markdown()
+    snippet = gr.Code(
+        variant_snippet(service, None), language="json", label="Experiment (POST /v1/experiments)"
+    )
 
     # Events: closures, so gradio sees the gr.Request parameter and passes the session.
     def on_save(name_: str, prompt_: str, notes_: Any, request: gr.Request):
@@ -284,6 +338,9 @@ def create_workshop_tab(demo: gr.Blocks, service: CopilotService) -> None:
     def on_activate(ref: str | None, request: gr.Request):
         return activate_version(service, ref, author_of(request))
 
+    def on_start(ref: str | None, request: gr.Request):
+        return start_experiment(service, ref, author_of(request))
+
     demo.load(lambda: open_tab(service), outputs=[active, picker, versions, snippet])
     save.click(
         on_save, inputs=[name, system_prompt, notes], outputs=[active, picker, versions, snippet]
@@ -291,9 +348,14 @@ def create_workshop_tab(demo: gr.Blocks, service: CopilotService) -> None:
     load.click(
         lambda ref: load_version(service, ref), inputs=picker, outputs=[name, system_prompt, notes]
     )
-    picker.change(variant_snippet, inputs=picker, outputs=snippet)
-    activate.click(on_activate, inputs=picker, outputs=[active, versions])
-    builtin.click(lambda: use_builtin(service), outputs=[active, versions])
+    picker.change(lambda ref: variant_snippet(service, ref), inputs=picker, outputs=snippet)
+    activate.click(on_activate, inputs=picker, outputs=[active, versions]).then(
+        lambda ref: variant_snippet(service, ref), inputs=picker, outputs=snippet
+    )
+    builtin.click(lambda: use_builtin(service), outputs=[active, versions]).then(
+        lambda ref: variant_snippet(service, ref), inputs=picker, outputs=snippet
+    )
+    start.click(on_start, inputs=picker, outputs=started)
     run_preview.click(
         lambda ref, m: preview(service, ref, m), inputs=[picker, model], outputs=[summary, replies]
     )

@@ -41,8 +41,12 @@ def test_save_lists_picks_and_shows_the_variant(service: CopilotService) -> None
         ["renewals@2", "dana", rows[0][2], "2", "", "Be brief; cite the price note."],
         ["renewals@1", "dana", rows[1][2], "0", "", "Be brief."],
     ]
-    variants = json.loads(snippet)["variants"]
-    assert variants[1] == {"name": "treatment", "prompt_version": "renewals@2"}
+    body = json.loads(snippet)
+    assert body["name"] == "prompt renewals@2 vs the built-in prompt"
+    assert [(v["name"], v["prompt_version"]) for v in body["variants"]] == [
+        ("control", None),
+        ("renewals@2", "renewals@2"),
+    ]
     saved = service.prompts.get("renewals@2")
     assert saved.knowledge == ["Price: Annual plans are 12% below monthly.", "交期: 现货三天发货。"]
 
@@ -76,6 +80,32 @@ def test_load_and_activate(service: CopilotService) -> None:
     assert active == "Chat uses **the built-in prompt**."
     assert rows[0][4] == ""
     assert service.prompts.active() is None
+
+
+def test_start_an_experiment_of_a_version_against_the_active_one(
+    service: CopilotService,
+) -> None:
+    workshop.save_version(service, "renewals", "Be brief.", [], "dana")
+    workshop.save_version(service, "renewals", "Be brief; cite prices.", [], "dana")
+    workshop.activate_version(service, "renewals@1", "dana")
+    with pytest.raises(gr.Error, match="Chat already uses renewals@1"):
+        workshop.start_experiment(service, "renewals@1", "dana")
+
+    line = workshop.start_experiment(service, "renewals@2", "dana")
+    experiment = service.experiments.running()
+    assert experiment.id in line
+    assert experiment.created_by == "dana"
+    assert experiment.control == "control"
+    # Control is pinned to the version active when the test started.
+    assert [(v.name, v.prompt_version, v.weight) for v in experiment.variants] == [
+        ("control", "renewals@1", 0.5),
+        ("renewals@2", "renewals@2", 0.5),
+    ]
+    # One experiment runs at a time; the message says how to go on.
+    with pytest.raises(gr.Error, match="stop it first"):
+        workshop.start_experiment(service, "renewals@2", "dana")
+    with pytest.raises(gr.Error, match="Save a version"):
+        workshop.start_experiment(service, None, "dana")
 
 
 @pytest.mark.parametrize(
