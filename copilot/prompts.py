@@ -38,15 +38,14 @@ FENCE_CLOSE = ">>"
 # Doubled angle brackets (ASCII or full-width) would close or open a fence; control tokens
 # like <|im_end|> or [INST] would switch chat roles once the prompt is tokenised.
 _FENCE_LIKE = re.compile(r"[<＜‹«]{2,}|[>＞›»]{2,}|<\|[^|<>]{0,40}\|>|\[/?INST\]", re.IGNORECASE)
-_LINE_BREAKS = re.compile(r"\s*[\r\n\u2028\u2029]+\s*")
+_SPACES = re.compile(r"\s+")
 
 
 def quote(text: str) -> str:
     """``text`` fenced as one line of data: ``<<text>>``, with fence markers and chat control
-    tokens removed from it and its line breaks folded to spaces (a new line could pose as
-    a new speaker)."""
-    cleaned = _FENCE_LIKE.sub(" ", text)
-    cleaned = _LINE_BREAKS.sub(" ", cleaned).strip()
+    tokens removed from it and its line breaks and runs of spaces folded to one space (a
+    new line could pose as a new speaker)."""
+    cleaned = _SPACES.sub(" ", _FENCE_LIKE.sub(" ", text)).strip()
     return f"{FENCE_OPEN}{cleaned}{FENCE_CLOSE}"
 
 
