@@ -16,10 +16,12 @@ need no language model and no per-language phrase list:
    Replacing a harmless reply costs the rep a won-call example instead; letting a
    90 % discount through costs the margin. We accept the first.
 2. **Echoed data.** The reply repeats a span of ``ECHO_UNITS`` words (CJK characters
-   count one each) verbatim from the untrusted data (call excerpts, account facts)
-   that is not part of a reply from a won call (``allowed``, which the copilot is
-   meant to reuse). A rep's reply has no reason to recite long stretches of what
-   the customer or the CRM said; doing so is how a planted instruction surfaces.
+   count one each) verbatim from the untrusted data (the serving layer passes what
+   customers said in the cited calls, and the account facts) that is not part of a
+   reply from a won call (``allowed``, which the copilot is meant to reuse). A rep's
+   reply has no reason to recite long stretches of what the customer or the CRM
+   said; doing so is how a planted instruction surfaces. Text planted where a rep
+   spoke is left to rule 1: reusing reps' words is the copilot's job.
 
 A flagged reply is replaced by the best won-call reply that passes both rules, else
 by a fixed safe reply in the question's script (Chinese or English).

@@ -113,6 +113,14 @@ def _account_facts(service: CopilotService, account_id: str | None) -> list[str]
     return [s.summary[:MAX_FACT_CHARS] for s in signals[:MAX_ACCOUNT_FACTS] if s.summary]
 
 
+def _customer_lines(excerpt: str) -> list[str]:
+    """The customer's lines of a cited excerpt (rendered by rag.chunk as "Customer: ...")."""
+    from rag.chunk import SPEAKER_LABEL
+
+    label = f"{SPEAKER_LABEL['customer']}:"
+    return [line[len(label) :] for line in excerpt.splitlines() if line.startswith(label)]
+
+
 def _guard(
     service: CopilotService,
     citations: list[Citation],
@@ -120,9 +128,12 @@ def _guard(
     facts: list[str],
     choice: ModelChoice,
 ) -> ReplyGuard:
+    # What the customer said and what the CRM says may not be recited; what reps said in
+    # the cited calls may (the discount rule still applies to it).
+    heard = [line for c in citations for line in _customer_lines(c.text)]
     return ReplyGuard(
         service.settings.quotes.max_discount,
-        untrusted=[c.text for c in citations] + facts,
+        untrusted=heard + facts,
         allowed=won,
         trusted=choice.knowledge,
     )
