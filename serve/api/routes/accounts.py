@@ -18,6 +18,7 @@ from serve.accounts import MAX_QUOTE_QUANTITY
 from serve.api.auth import Caller, check_account
 from serve.api.deps import Service
 from serve.api.schemas import StrictBody
+from serve.suggestions import log_suggestion
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
 
@@ -47,6 +48,10 @@ class RecommendationsOut(BaseModel):
     rules_error: str | None = Field(
         None, description="Set when the rule file's latest edit is broken (older rules in force)."
     )
+    suggestion_ids: dict[str, str] = Field(
+        default_factory=dict,
+        description="recommendation_id -> the suggestion_id to name in POST /v1/feedback.",
+    )
 
 
 class QuoteItem(StrictBody):
@@ -68,6 +73,10 @@ class QuoteOut(BaseModel):
     base_win_likelihood: float
     strategies: list[QuoteStrategy]
     discount_curve: dict
+    suggestion_ids: dict[str, str] = Field(
+        default_factory=dict,
+        description="strategy name -> the suggestion_id to name in POST /v1/feedback.",
+    )
 
 
 @router.get("/{account_id:path}/signals", response_model=SignalsOut)
@@ -108,11 +117,25 @@ def read_recommendations(
     recommendations = accounts.recommendations(account_id, as_of)
     book = accounts.rulebook
     error = book.last_error
+    logged = {
+        r.recommendation_id: log_suggestion(
+            service,
+            caller,
+            "recommendation",
+            account_id=account_id,
+            model=f"rules {book.version or 'default'}",
+            input_text=r.rule_id,
+            proposed=r.action,
+            citations=_cited_calls(r.signals),
+        )
+        for r in recommendations
+    }
     return RecommendationsOut(
         account_id=account_id,
         recommendations=recommendations,
         rules_version=book.version,
         rules_error=str(error) if error is not None else None,
+        suggestion_ids={rid: sid for rid, sid in logged.items() if sid},
     )
 
 
@@ -129,4 +152,25 @@ def create_quote_strategies(
         body.as_of,
         with_talking_points=body.talking_points,
     )
-    return QuoteOut(**result.to_dict())
+    request = ", ".join(f"{i.quantity} x {i.product_id}" for i in body.items)
+    logged = {
+        s.name: log_suggestion(
+            service,
+            caller,
+            "quote",
+            account_id=account_id,
+            model="quotes",
+            input_text=request,
+            proposed=f"{s.title}: {s.total:,.2f} {s.currency} ({s.discount:.0%} off). {s.rationale}",
+            citations=[c.call_id for p in s.talking_points for c in p.citations],
+        )
+        for s in result.strategies
+    }
+    return QuoteOut(
+        **result.to_dict(), suggestion_ids={name: sid for name, sid in logged.items() if sid}
+    )
+
+
+def _cited_calls(signals: list[Signal]) -> list[str]:
+    """The calls a recommendation's signals cite as evidence."""
+    return [e.ref for s in signals for e in s.evidence if e.kind == "call"]
