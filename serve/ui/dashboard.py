@@ -187,7 +187,8 @@ def create_dashboard_tab(demo: gr.Blocks, service: CopilotService) -> None:
     with gr.Row():
         picker = gr.Dropdown(label="Experiment", choices=[], scale=4)
         reload = gr.Button("Refresh", scale=1)
-    description = gr.Markdown(NO_EXPERIMENT)
+    # elem_ids name what the browser test (tests/serve/test_browser.py) reads.
+    description = gr.Markdown(NO_EXPERIMENT, elem_id="ab-experiment")
     warnings = gr.Markdown(elem_id="ab-warnings")
     curve = gr.LinePlot(
         series_frame(None),
@@ -197,9 +198,14 @@ def create_dashboard_tab(demo: gr.Blocks, service: CopilotService) -> None:
         title="Conversion (accepted or edited / exposures), cumulative",
         y_lim=[0, 1],
         label="Conversion over time",
+        elem_id="ab-plot",
     )
     table = gr.Dataframe(
-        headers=STAT_HEADERS, label="Variant statistics", interactive=False, wrap=True
+        headers=STAT_HEADERS,
+        label="Variant statistics",
+        interactive=False,
+        wrap=True,
+        elem_id="ab-stats",
     )
     srm = gr.Markdown()
     with gr.Accordion("How these are computed", open=False):

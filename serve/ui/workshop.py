@@ -282,14 +282,23 @@ def preview(
 
 def create_workshop_tab(demo: gr.Blocks, service: CopilotService) -> None:
     """The tab's components and events, inside the caller's ``gr.Tab``; loads on page open."""
-    active = gr.Markdown()
+    # elem_ids name what the browser test (tests/serve/test_browser.py) reads and types into.
+    active = gr.Markdown(elem_id="workshop-active")
 
     # Editor
     with gr.Row():
-        name = gr.Textbox(label="Prompt name", placeholder="e.g. renewals", scale=2)
+        name = gr.Textbox(
+            label="Prompt name", placeholder="e.g. renewals", scale=2, elem_id="workshop-name"
+        )
         picker = gr.Dropdown(label="Saved version", choices=[], scale=2)
         load = gr.Button("Load into editor", scale=1)
-    system_prompt = gr.Textbox(label="System prompt", value=SYSTEM_PROMPT, lines=6, max_lines=20)
+    system_prompt = gr.Textbox(
+        label="System prompt",
+        value=SYSTEM_PROMPT,
+        lines=6,
+        max_lines=20,
+        elem_id="workshop-prompt",
+    )
     notes = gr.Dataframe(
         value=[["", ""]],
         headers=NOTE_HEADERS,
@@ -300,21 +309,31 @@ def create_workshop_tab(demo: gr.Blocks, service: CopilotService) -> None:
         label="Knowledge notes (playbooks, price notes the copilot may cite)",
     )
     with gr.Row():
-        save = gr.Button("Save as new version", variant="primary")
+        save = gr.Button("Save as new version", variant="primary", elem_id="workshop-save")
         activate = gr.Button("Use for chat")
         builtin = gr.Button("Use the built-in prompt")
     versions = gr.Dataframe(
-        headers=VERSION_HEADERS, label="Saved versions", interactive=False, wrap=True
+        headers=VERSION_HEADERS,
+        label="Saved versions",
+        interactive=False,
+        wrap=True,
+        elem_id="workshop-versions",
     )
 
     # Preview
     gr.Markdown("### Preview")
     with gr.Row():
         model = gr.Radio(MODEL_CHOICES, value=SERVED, label="Model", scale=3)
-        run_preview = gr.Button("Preview", variant="primary", scale=1)
-    summary = gr.Markdown(NO_PREVIEW)
+        run_preview = gr.Button(
+            "Preview", variant="primary", scale=1, elem_id="workshop-preview-run"
+        )
+    summary = gr.Markdown(NO_PREVIEW, elem_id="workshop-preview-summary")
     replies = gr.Dataframe(
-        headers=PREVIEW_HEADERS, label="Preview replies", interactive=False, wrap=True
+        headers=PREVIEW_HEADERS,
+        label="Preview replies",
+        interactive=False,
+        wrap=True,
+        elem_id="workshop-preview",
     )
 
     # Experiments
