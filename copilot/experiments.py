@@ -37,7 +37,7 @@ import logging
 import math
 import re
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -227,6 +227,15 @@ def _variants(
     return _normalised(raw)
 
 
+def _check_prompt(check: Callable[[str], object], variant: Variant) -> None:
+    try:
+        check(variant.prompt_version)
+    except (InputError, NotFoundError) as exc:
+        raise InputError(
+            f"variant '{variant.name}' prompt_version: {exc}; or null for the active prompt"
+        ) from None
+
+
 def _normalised(variants: Sequence[Variant]) -> tuple[Variant, ...]:
     total = sum(v.weight for v in variants)
     return tuple(Variant(v.name, v.adapter, v.prompt_version, v.weight / total) for v in variants)
@@ -268,11 +277,17 @@ class ExperimentStore:
         control: str | None = None,
         created_by: str = "unknown",
         known_adapters: Collection[str] | None = None,
+        check_prompt: Callable[[str], object] | None = None,
     ) -> Experiment:
         """Start an experiment. ``control`` defaults to the first variant; weights are
-        normalised to shares. ``known_adapters``, when given, must hold every named adapter."""
+        normalised to shares. ``known_adapters``, when given, must hold every named adapter;
+        ``check_prompt`` (e.g. ``PromptLibrary.get``) must accept every prompt version."""
         name = _clean_name(name, "the experiment's name")
         arms = _variants(variants, known_adapters)
+        if check_prompt is not None:
+            for v in arms:
+                if v.prompt_version is not None:
+                    _check_prompt(check_prompt, v)
         control = arms[0].name if control is None else str(control).strip()
         if control not in {v.name for v in arms}:
             raise InputError(

@@ -109,8 +109,12 @@ def test_feedback_outcomes_and_decisions_need_a_key(client: TestClient) -> None:
 # --- experiments ---------------------------------------------------------------------------
 
 
-def test_manager_creates_lists_reads_stops_an_experiment(client: TestClient, headers) -> None:
+def test_manager_creates_lists_reads_stops_an_experiment(
+    client: TestClient, service: CopilotService, headers
+) -> None:
     manager = headers["manager"]
+    service.prompts.save("default", "先说价值，再谈价格。")
+    service.prompts.save("default", "先说价值，再谈价格；回答不超过三句。")
     created = client.post(
         "/v1/experiments",
         json={
@@ -160,6 +164,16 @@ def test_manager_creates_lists_reads_stops_an_experiment(client: TestClient, hea
             "adapter 'nope', which is not registered",
         ),
         ({"name": "x", "variants": [{"name": "a"}, {"name": "b"}], "control": "c"}, 400, "control"),
+        (
+            {"name": "x", "variants": [{"name": "a"}, {"name": "b", "prompt_version": "sales@9"}]},
+            400,
+            "variant 'b' prompt_version: no prompt version 'sales@9'",
+        ),
+        (
+            {"name": "x", "variants": [{"name": "a"}, {"name": "b", "prompt_version": "sales"}]},
+            400,
+            "is not of the form name@N",
+        ),
         ({"name": "x", "variants": [{"name": "a"}]}, 422, "variants"),
         ({"name": "x", "variants": [{"name": "a"}, {"name": "b", "weight": 0}]}, 422, "weight"),
         ({"name": "x", "variants": [{"name": "a"}, {"name": "b", "wieght": 2}]}, 422, "wieght"),

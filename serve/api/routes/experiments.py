@@ -88,6 +88,7 @@ def create_experiment(body: ExperimentIn, service: Service, principal: Manager) 
         control=body.control,
         created_by=principal.name,
         known_adapters={a.name for a in service.registry.list()},
+        check_prompt=service.prompts.get,
     )
     return ExperimentOut.of(experiment)
 
