@@ -77,7 +77,7 @@ def check_account(principal: Principal, service, account_id: str | None) -> None
         raise ApiError(
             403,
             "forbidden",
-            f"account '{account_id}' is not one of team '{principal.team}''s accounts; "
+            f"account '{account_id}' is not among the accounts of team '{principal.team}'; "
             "ask a manager of its team, or use a key of that team",
         )
 

@@ -104,7 +104,7 @@ def test_upload_answers_202_with_a_job_to_poll(service: CopilotService, settings
 
     [kept] = stored_uploads(settings)
     assert kept.read_text(encoding="utf-8") == CHINESE_TRANSCRIPT
-    assert kept.name == "renewal.txt"  # the stem reduced to safe characters, in its own folder
+    assert kept.name == "华信_renewal.txt"  # the space made safe, the Chinese kept, own folder
 
 
 def test_full_queue_is_429_with_retry_after(settings: Settings) -> None:

@@ -339,17 +339,24 @@ def test_outcomes_on_own_team_accounts_only(
     other_team = client.post(
         "/v1/outcomes", json={"account_id": "Acme", "result": "lost"}, headers=headers["rep_east"]
     )
-    assert "account 'Acme' belongs to another team" in assert_error(other_team, 403, "forbidden")
+    assert "account 'Acme' is not among the accounts of team 'East'" in assert_error(
+        other_team, 403, "forbidden"
+    )
     manager_west = client.post(
         "/v1/outcomes",
         json={"account_id": "华信医疗", "result": "lost"},
         headers=headers["manager_west"],
     )
     assert_error(manager_west, 403, "forbidden")
+    # A key kept to a team cannot tell an unknown account from another team's; an admin can.
     unknown = client.post(
         "/v1/outcomes",
         json={"account_id": "Nobody Inc", "result": "won"},
         headers=headers["rep_east"],
+    )
+    assert "account 'Nobody Inc' is not among" in assert_error(unknown, 403, "forbidden")
+    unknown = client.post(
+        "/v1/outcomes", json={"account_id": "Nobody Inc", "result": "won"}, headers=headers["admin"]
     )
     assert "no account 'Nobody Inc'" in assert_error(unknown, 404, "not_found")
     bad = client.post(

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from copilot.decisions import ACTIONS, DECISION_COLUMNS, KINDS, NO_ACTION, Decision
 from copilot.exports import csv_bytes
-from serve.api.auth import Caller, check_team
+from serve.api.auth import Caller, check_account, check_team
 from serve.api.deps import Service
 from serve.api.errors import ApiError
 from serve.api.schemas import StrictBody
@@ -132,8 +132,10 @@ def give_feedback(body: FeedbackIn, service: Service, principal: Caller) -> Feed
 def report_outcome(body: OutcomeIn, service: Service, principal: Caller) -> OutcomeOut:
     """Won or lost on an account of the caller's team; the suggestions made on the account
     since its previous result are attributed to it."""
-    account = service.accounts.store.context(body.account_id).account
-    check_team(principal, account.team, f"account '{body.account_id}'")
+    # Checked before the lookup: a key kept to a team gets one 403 for an account of
+    # another team and for one that does not exist, as on the account routes.
+    check_account(principal, service, body.account_id)
+    service.accounts.store.context(body.account_id)  # 404 for an unknown account (all teams)
     outcome = service.decisions.record_deal_result(
         body.account_id, body.result, deal_id=body.deal_id, at=body.at
     )
