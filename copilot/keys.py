@@ -21,10 +21,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from sqlalchemy import String, create_engine, select, update
+from sqlalchemy import String, select, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from copilot.errors import InputError, NotFoundError
+from copilot.sqlite import open_engine
 
 Role = Literal["rep", "manager", "admin"]
 ROLES: tuple[Role, ...] = ("rep", "manager", "admin")
@@ -91,11 +92,7 @@ class KeyStore:
     """The ``api_keys`` table in the copilot's SQLite file."""
 
     def __init__(self, db_path: Path | str):
-        url = db_path if isinstance(db_path, str) and "://" in db_path else None
-        if url is None:
-            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
-            url = f"sqlite:///{db_path}"
-        self.engine = create_engine(url)
+        self.engine = open_engine(db_path)
         _Base.metadata.create_all(self.engine)
 
     def create(self, role: str, team: str | None = None, name: str | None = None) -> str:
