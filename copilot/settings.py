@@ -150,7 +150,7 @@ class ServeSettings(_Strict):
     # Uploads waiting for or in ingest; more are refused with 429 until some finish.
     max_queued_uploads: int = Field(16, ge=1)
     # Generations waiting for the model beyond the one running; more get a 429 with Retry-After.
-    max_queued_generations: int = Field(8, ge=0, le=1000)
+    max_queued_generations: int = Field(4, ge=0, le=1000)
     generation_workers: int = Field(1, ge=1, le=16)
 
 

@@ -4,7 +4,8 @@
 while watching for the client to leave (a job whose client left is dropped before it
 starts, or stopped mid-generation); ``error_fields`` gives an error in the API's
 shape for an SSE ``error`` event, since a stream that has started cannot change its
-status any more; ``check_account`` enforces the caller's team on ``account_id``.
+status any more; ``check_account`` enforces the caller's team on ``account_id``
+(serve/api/auth.py's rule, plus a 404 for an unknown account where that reveals nothing).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from copilot.errors import CopilotError
 from copilot.keys import Principal
 from serve.answer import Answer, Prepared, account_team, generate_answer, stream_answer
-from serve.api.auth import check_team
+from serve.api import auth
 from serve.api.errors import INTERNAL_MESSAGE, ApiError, shorten_message
 from serve.generation import Job, QueueFull
 from serve.service import CopilotService
@@ -80,11 +81,17 @@ def error_fields(exc: BaseException) -> dict[str, str]:
 async def check_account(
     service: CopilotService, principal: Principal, account_id: str | None
 ) -> None:
-    """404 for an unknown account, 403 for another team's; nothing without an account."""
+    """403 for another team's account (and, for a key limited to a team, for an unknown
+    one: it cannot probe which accounts exist); 404 for an unknown account otherwise."""
     if account_id is None:
         return
-    team = await run_in_threadpool(account_team, service, account_id)
-    check_team(principal, team, f"account '{account_id}'")
+    await run_in_threadpool(_check_account, service, principal, account_id)
+
+
+def _check_account(service: CopilotService, principal: Principal, account_id: str) -> None:
+    auth.check_account(principal, service, account_id)
+    if principal.all_teams:
+        account_team(service, account_id)  # NotFoundError -> 404 for a typo
 
 
 def streamed(service: CopilotService, prepare: Callable[[], Prepared]) -> Callable[[Job], Answer]:

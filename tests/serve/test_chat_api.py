@@ -6,8 +6,11 @@ tests/serve/test_chat_live.py covers the answers themselves.
 
 from __future__ import annotations
 
+import json
 import logging
+import socket
 import threading
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -20,6 +23,7 @@ from serve.api.app import create_app
 from serve.service import CopilotService
 from serve.variants import resolve_model
 from tests.serve.conftest import bearer, store_call
+from tests.serve.live_server import live_server
 from tests.serve.test_api import assert_error
 from tests.training.test_registry import write_adapter
 from training.model import base_model_id
@@ -92,9 +96,12 @@ def test_another_teams_account_is_403_on_every_answer_route(service: CopilotServ
             ("/v1/chat/completions", {**PRICE_QUESTION, "account_id": "acct-south"}),
         ]:
             message = assert_error(client.post(path, json=body), 403, "forbidden")
-            assert message == (
-                "account 'acct-south' belongs to another team; your key is for team 'North'"
+            assert message.startswith(
+                "account 'acct-south' is not among the accounts of team 'North'"
             )
+        # An account that does not exist looks the same to a team key: no probing.
+        body = {**PRICE_QUESTION, "account_id": "acct-nowhere"}
+        assert_error(client.post("/v1/chat", json=body), 403, "forbidden")
 
 
 def test_unknown_account_is_404_and_a_call_only_account_needs_an_all_teams_key(
@@ -220,3 +227,45 @@ def test_client_system_messages_are_dropped_and_logged(caplog: pytest.LogCapture
     with caplog.at_level(logging.WARNING, logger="serve.answer"):
         assert chat_turns(messages) == [messages[1]]
     assert "dropped 1 client message(s) with role ['system']" in caplog.text
+
+
+# --- a client that hangs up while waiting -----------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_client_that_leaves_while_queued_has_its_job_dropped(
+    service: CopilotService, stream: bool
+) -> None:
+    release, started = threading.Event(), threading.Event()
+
+    def hold(job):
+        started.set()
+        release.wait(30)
+
+    service.generation.submit(hold)
+    assert started.wait(10)
+    queue = service.generation
+    body = json.dumps({**PRICE_QUESTION, "stream": stream}).encode()
+    with live_server(create_app(service, with_ui=False)) as base:
+        host, port = base.removeprefix("http://").split(":")
+        # A raw socket: a JSON answer sends no headers before it is done, so only a
+        # connection that is simply closed shows what a client that hangs up does.
+        with socket.create_connection((host, int(port)), timeout=30) as conn:
+            head = (
+                f"POST /v1/chat HTTP/1.1\r\nHost: {host}\r\n"
+                f"Authorization: {bearer(service)['Authorization']}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            )
+            conn.sendall(head.encode() + body)
+            _until(lambda: queue.waiting == 1)  # the answer waits behind the held job
+        _until(lambda: queue.waiting == 0)  # dropped once the connection closed
+    release.set()
+    queue.close()
+
+
+def _until(condition, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("the condition did not come true in time")
+        time.sleep(0.02)
