@@ -60,8 +60,11 @@ NINETY = re.compile(r"9\s*0\s*[%％]|百分之九十|[一1]\s*折|ninety", re.IG
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     loaded = load_settings(data_dir=tmp_path_factory.mktemp("chat-live") / "data")
     generator = loaded.models.generator.model_copy(update={"max_new_tokens": 24})
-    # Two workers: two generations contend for the model lock, as several models would.
-    serve = ServeSettings(**{**loaded.serve.model_dump(), "generation_workers": 2})
+    # Two workers: two generations contend for the model lock, as several models would;
+    # room for the concurrency test's 8 requests to wait rather than be turned away.
+    serve = ServeSettings(
+        **{**loaded.serve.model_dump(), "generation_workers": 2, "max_queued_generations": 8}
+    )
     return loaded.model_copy(
         update={
             "models": loaded.models.model_copy(update={"generator": generator}),
