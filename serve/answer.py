@@ -52,6 +52,7 @@ class Answer:
     experiment_id: str | None = None
     variant: str | None = None
     prompt_version: str | None = None
+    suggestion_id: str | None = None  # set once the answer is in the decision log
 
 
 @dataclass
@@ -67,6 +68,7 @@ class Prepared:
     guard: ReplyGuard
     notes: list[str] = field(default_factory=list)
     max_new_tokens: int | None = None  # a client's lower limit (OpenAI's max_tokens)
+    account_id: str | None = None  # the account asked about, for the decision log
 
 
 def account_team(service: CopilotService, account_id: str) -> str | None:
@@ -161,6 +163,7 @@ def prepare_objection(
         citations=citations,
         candidates=won,
         guard=_guard(service, citations, won, [], choice),
+        account_id=account_id,
     )
 
 
@@ -208,6 +211,7 @@ def prepare_chat(
         candidates=won,
         guard=_guard(service, citations, won, facts, choice),
         notes=facts,
+        account_id=account_id,
     )
 
 

@@ -27,6 +27,7 @@ from serve.api import auth
 from serve.api.errors import INTERNAL_MESSAGE, ApiError, shorten_message
 from serve.generation import Job, QueueFull
 from serve.service import CopilotService
+from serve.suggestions import log_suggestion
 
 logger = logging.getLogger(__name__)
 
@@ -94,9 +95,11 @@ def _check_account(service: CopilotService, principal: Principal, account_id: st
         account_team(service, account_id)  # NotFoundError -> 404 for a typo
 
 
-def streamed(service: CopilotService, prepare: Callable[[], Prepared]) -> Callable[[Job], Answer]:
+def streamed(
+    service: CopilotService, prepare: Callable[[], Prepared], principal: Principal
+) -> Callable[[Job], Answer]:
     """Work for a streaming job: emits ``("citations", [Citation])`` once the grounding is
-    retrieved, then ``("token", text)`` pieces; returns the final Answer."""
+    retrieved, then ``("token", text)`` pieces; returns the final Answer, logged."""
 
     def work(job: Job) -> Answer:
         prepared = prepare()
@@ -108,18 +111,47 @@ def streamed(service: CopilotService, prepare: Callable[[], Prepared]) -> Callab
             else:
                 final = item
         assert final is not None  # stream_answer always ends with the Answer
-        return final
+        return _logged(service, principal, prepared, final, job)
 
     return work
 
 
-def whole(service: CopilotService, prepare: Callable[[], Prepared]) -> Callable[[Job], Answer]:
-    """Work for a job answered in one piece."""
+def whole(
+    service: CopilotService, prepare: Callable[[], Prepared], principal: Principal
+) -> Callable[[Job], Answer]:
+    """Work for a job answered in one piece; the answer is logged."""
 
     def work(job: Job) -> Answer:
-        return generate_answer(service, prepare(), stop=job.cancelled)
+        prepared = prepare()
+        answer = generate_answer(service, prepared, stop=job.cancelled)
+        return _logged(service, principal, prepared, answer, job)
 
     return work
+
+
+def _logged(
+    service: CopilotService, principal: Principal, prepared: Prepared, answer: Answer, job: Job
+) -> Answer:
+    """``answer`` with its decision-log id: a suggestion, and with a variant an exposure.
+
+    An answer whose client left before it was complete was never shown, so it is not
+    logged: it would count as an exposure that no rep saw."""
+    if job.cancelled.is_set():
+        return answer
+    answer.suggestion_id = log_suggestion(
+        service,
+        principal,
+        prepared.kind,
+        account_id=prepared.account_id,
+        model=answer.model,
+        input_text=prepared.question,
+        proposed=answer.reply,
+        citations=[c.call_id for c in answer.citations],
+        experiment_id=answer.experiment_id,
+        variant=answer.variant,
+        prompt_version=answer.prompt_version,
+    )
+    return answer
 
 
 def sse(event: str, data: Any) -> bytes:

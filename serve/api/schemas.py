@@ -118,6 +118,7 @@ class AnswerOut(BaseModel):
             adapter=answer.adapter,
             citations=[CitationOut.of(c) for c in answer.citations],
             guarded=answer.guarded,
+            suggestion_id=answer.suggestion_id,
             experiment_id=answer.experiment_id,
             variant=answer.variant,
             prompt_version=answer.prompt_version,

@@ -128,7 +128,9 @@ def _stream(server: str, path: str, body: dict, headers: dict) -> list:
 # --- streaming ------------------------------------------------------------------------
 
 
-def test_chat_streams_citations_then_tokens_then_done(server: str, rep: dict) -> None:
+def test_chat_streams_citations_then_tokens_then_done(
+    server: str, rep: dict, service: CopilotService
+) -> None:
     body = {
         "messages": [{"role": "user", "content": "How do I answer that the licence is expensive?"}],
         "account_id": "acct-north",
@@ -147,7 +149,18 @@ def test_chat_streams_citations_then_tokens_then_done(server: str, rep: dict) ->
     if done["guarded"] is None:
         assert joined == done["reply"]
     assert done["citations"] == citations
-    assert (done["model"], done["adapter"], done["suggestion_id"]) == ("copilot", "beta", None)
+    assert (done["model"], done["adapter"]) == ("copilot", "beta")
+    # What the rep was shown is in the decision log, under the id the answer carries.
+    logged = service.decisions.get(done["suggestion_id"])
+    assert (logged.kind, logged.rep_id, logged.team, logged.account_id) == (
+        "chat",
+        "anna",
+        "North",
+        "acct-north",
+    )
+    assert logged.proposed == done["reply"] and logged.model == "copilot"
+    assert logged.input_text == body["messages"][0]["content"]
+    assert set(logged.citations) == {c["call_id"] for c in citations}
 
     # The same question as JSON: greedy decoding gives the same reply.
     assert _post(server, "/v1/chat", body, rep)["reply"] == done["reply"]
@@ -352,3 +365,61 @@ def test_chat_is_served_while_a_transcription_runs(
     assert transcribing, "the chat answer came only after the transcription ended"
     assert not ingest.is_alive()
     assert outcome["report"].stored == ["long-call"], outcome
+
+
+# --- the A/B loop: a variant answers, the rep reacts, the results count it ----------------
+
+
+def test_an_experiment_exposure_and_the_reps_feedback_reach_the_results(
+    server: str, service: CopilotService
+) -> None:
+    manager = bearer(service, "manager", name="mara")
+    created = httpx.post(
+        f"{server}/v1/experiments",
+        json={
+            "name": "alpha vs beta",
+            "variants": [
+                {"name": "control", "adapter": "alpha", "weight": 1},
+                {"name": "tuned", "adapter": "beta", "weight": 1},
+            ],
+        },
+        headers=manager,
+        timeout=30,
+    )
+    assert created.status_code == 201, created.text
+    experiment_id = created.json()["id"]
+    try:
+        ben = bearer(service, "rep", team="North", name="ben")
+        body = {"text": "我们现在的供应商更便宜。", "account_id": "acct-north"}
+        answer = _post(server, "/v1/objections/handle", body, ben)
+        variant = service.experiments.assign(experiment_id, "ben").name
+        expected_adapter = {"control": "alpha", "tuned": "beta"}[variant]
+        assert (answer["experiment_id"], answer["variant"]) == (experiment_id, variant)
+        assert answer["adapter"] == expected_adapter
+
+        feedback = httpx.post(
+            f"{server}/v1/feedback",
+            json={
+                "suggestion_id": answer["suggestion_id"],
+                "action": "edited",
+                "text": "改过的回答",
+            },
+            headers=ben,
+            timeout=30,
+        )
+        assert feedback.status_code == 201, feedback.text
+
+        results = httpx.get(
+            f"{server}/v1/experiments/{experiment_id}/results", headers=manager, timeout=30
+        ).json()
+        counted = {
+            v["name"]: (v["exposures"], v["edited"], v["conversions"]) for v in results["variants"]
+        }
+        assert counted[variant] == (1, 1, 1)
+        other = "tuned" if variant == "control" else "control"
+        assert counted[other] == (0, 0, 0)
+        assert any(
+            "too little data" in w.lower() or "fewer" in w.lower() for w in results["warnings"]
+        )
+    finally:
+        service.experiments.stop(experiment_id)

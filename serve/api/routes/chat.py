@@ -57,9 +57,9 @@ async def chat(
         return prepare_chat(service, messages, body.account_id, choice)
 
     if jobs.wants_stream(body.stream, request):
-        job = jobs.submit(service, jobs.streamed(service, prepare), stream=True)
+        job = jobs.submit(service, jobs.streamed(service, prepare, principal), stream=True)
         return EventSourceResponse(answer_events(job))
-    answer = await jobs.wait(jobs.submit(service, jobs.whole(service, prepare)), request)
+    answer = await jobs.wait(jobs.submit(service, jobs.whole(service, prepare, principal)), request)
     if answer is None:
         return Response(status_code=jobs.CLIENT_GONE)
     return AnswerOut.of(answer)

@@ -31,9 +31,9 @@ async def handle_objection(
         return prepare_objection(service, body.text, body.account_id, choice)
 
     if jobs.wants_stream(False, request):
-        job = jobs.submit(service, jobs.streamed(service, prepare), stream=True)
+        job = jobs.submit(service, jobs.streamed(service, prepare, principal), stream=True)
         return EventSourceResponse(answer_events(job))
-    answer = await jobs.wait(jobs.submit(service, jobs.whole(service, prepare)), request)
+    answer = await jobs.wait(jobs.submit(service, jobs.whole(service, prepare, principal)), request)
     if answer is None:
         return Response(status_code=jobs.CLIENT_GONE)
     return AnswerOut.of(answer)

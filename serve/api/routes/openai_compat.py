@@ -120,9 +120,9 @@ async def chat_completions(
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     if body.stream:
-        job = jobs.submit(service, jobs.streamed(service, prepare), stream=True)
+        job = jobs.submit(service, jobs.streamed(service, prepare, principal), stream=True)
         return EventSourceResponse(_chunks(job, completion_id, created, body.model))
-    answer = await jobs.wait(jobs.submit(service, jobs.whole(service, prepare)), request)
+    answer = await jobs.wait(jobs.submit(service, jobs.whole(service, prepare, principal)), request)
     if answer is None:
         return Response(status_code=jobs.CLIENT_GONE)
     return {
@@ -147,7 +147,7 @@ def _extras(answer: Answer) -> dict[str, Any]:
         "citations": [CitationOut.of(c).model_dump() for c in answer.citations],
         "adapter": answer.adapter,
         "guarded": answer.guarded,
-        "suggestion_id": None,
+        "suggestion_id": answer.suggestion_id,
     }
 
 
