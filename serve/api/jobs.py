@@ -28,6 +28,7 @@ from serve.api.errors import INTERNAL_MESSAGE, ApiError, shorten_message
 from serve.generation import Job, QueueFull
 from serve.service import CopilotService
 from serve.suggestions import log_suggestion
+from serve.variants import DEFAULT_MODEL
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +139,9 @@ def _logged(
     logged: it would count as an exposure that no rep saw."""
     if job.cancelled.is_set():
         return answer
+    # Only an assigned variant is an exposure. A client that names EXPERIMENT/VARIANT
+    # chose it, and counting that choice would bias the comparison.
+    assigned = answer.model == DEFAULT_MODEL
     answer.suggestion_id = log_suggestion(
         service,
         principal,
@@ -147,8 +151,8 @@ def _logged(
         input_text=prepared.question,
         proposed=answer.reply,
         citations=[c.call_id for c in answer.citations],
-        experiment_id=answer.experiment_id,
-        variant=answer.variant,
+        experiment_id=answer.experiment_id if assigned else None,
+        variant=answer.variant if assigned else None,
         prompt_version=answer.prompt_version,
     )
     return answer

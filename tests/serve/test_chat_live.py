@@ -421,5 +421,15 @@ def test_an_experiment_exposure_and_the_reps_feedback_reach_the_results(
         assert any(
             "too little data" in w.lower() or "fewer" in w.lower() for w in results["warnings"]
         )
+
+        # Naming the other variant is a choice, not an assignment: logged, but no exposure.
+        named = {**body, "model": f"{experiment_id}/{other}"}
+        chosen = _post(server, "/v1/objections/handle", named, ben)
+        assert chosen["variant"] == other
+        assert service.decisions.get(chosen["suggestion_id"]).experiment_id is None
+        again = httpx.get(
+            f"{server}/v1/experiments/{experiment_id}/results", headers=manager, timeout=30
+        ).json()
+        assert {v["name"]: v["exposures"] for v in again["variants"]} == {variant: 1, other: 0}
     finally:
         service.experiments.stop(experiment_id)
