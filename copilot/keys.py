@@ -24,13 +24,14 @@ from typing import Literal
 from sqlalchemy import String, select, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from copilot.errors import InputError, NotFoundError
+from copilot.errors import InputError, NotFoundError, StateError
 from copilot.sqlite import open_engine
 
 Role = Literal["rep", "manager", "admin"]
 ROLES: tuple[Role, ...] = ("rep", "manager", "admin")
 KEY_PREFIX = "cpk_"
 KEY_ID_CHARS = 8  # of the random part, shown in listings and logs to name a key
+MAX_KEY_CHARS = 200  # longer is not a key of ours; refused before hashing
 
 
 class _Base(DeclarativeBase):
@@ -105,24 +106,38 @@ class KeyStore:
                 "a rep key needs a team: reps see only their own team's accounts; "
                 "pass --team, e.g. --team Central"
             )
-        secret = secrets.token_urlsafe(32)
+        # Hex, so an id never starts with "-" and reads as an option on the command line.
+        secret = secrets.token_hex(32)
         key = f"{KEY_PREFIX}{secret}"
         key_id = secret[:KEY_ID_CHARS]
-        row = KeyRow(
-            key_id=key_id,
-            key_hash=_digest(key),
-            name=(name or "").strip() or key_id,
-            role=role,
-            team=team,
-            created_at=_now(),
-        )
+        name = (name or "").strip() or key_id
         with Session(self.engine) as session, session.begin():
-            session.add(row)
+            # The name is who the key speaks for: feedback, A/B assignment and the decision
+            # log go by it, so two live keys with one name would be one person to them.
+            taken = session.scalars(
+                select(KeyRow).where(KeyRow.name == name, KeyRow.revoked_at.is_(None))
+            ).first()
+            if taken is not None:
+                raise StateError(
+                    f"an active key is already named '{name}' (id {taken.key_id}, "
+                    f"{taken.role}{', team ' + taken.team if taken.team else ''}); pick another "
+                    f"--name, or revoke that key first: copilot keys revoke {taken.key_id}"
+                )
+            session.add(
+                KeyRow(
+                    key_id=key_id,
+                    key_hash=_digest(key),
+                    name=name,
+                    role=role,
+                    team=team,
+                    created_at=_now(),
+                )
+            )
         return key
 
     def authenticate(self, key: str | None) -> Principal | None:
         """The principal for ``key``, or None for a missing, unknown or revoked key."""
-        if not key or not key.startswith(KEY_PREFIX) or len(key) > 200:
+        if not key or not key.startswith(KEY_PREFIX) or len(key) > MAX_KEY_CHARS:
             return None
         # Looked up on every request, not cached: a key revoked from the CLI, in another
         # process, stops working at once. The indexed lookup costs well under a millisecond.

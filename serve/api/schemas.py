@@ -51,9 +51,16 @@ class ObjectionRequest(StrictBody):
         return self.model or self.adapter
 
 
+# One message's text, and the messages of one request: a longer conversation would be
+# cut to the model's context window anyway, and every character is stored in the
+# decision log and goes into its CSV export.
+MAX_MESSAGE_CHARS = 8000
+MAX_MESSAGES = 64
+
+
 class ChatMessage(StrictBody):
     role: Literal["user", "assistant", "system"]
-    content: str = Field(max_length=8000)
+    content: str = Field(max_length=MAX_MESSAGE_CHARS)
 
 
 class ChatRequest(StrictBody):

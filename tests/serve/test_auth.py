@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from copilot.errors import StateError
 from copilot.keys import KeyStore
 from copilot.settings import load_settings
 from serve.api.app import create_app
@@ -223,3 +224,22 @@ def test_a_manager_limited_to_a_team_cannot_subscribe_to_every_teams_alerts(
         403,
         WEST,
     )
+
+
+def test_a_name_speaks_for_one_live_key_at_a_time(service: CopilotService) -> None:
+    """Feedback, A/B assignment and the decision log go by the name: no two live keys share it."""
+    store = KeyStore(service.settings.db_path)
+    store.create("rep", team="East", name="dup-dana")
+    with pytest.raises(StateError, match="already named 'dup-dana'.*copilot keys revoke"):
+        store.create("rep", team="West", name="dup-dana")
+    first = next(k for k in store.list() if k.name == "dup-dana")
+    store.revoke(first.key_id)
+    assert store.authenticate(store.create("rep", team="West", name="dup-dana")).team == "West"
+
+
+def test_key_ids_never_read_as_command_line_options(service: CopilotService) -> None:
+    store = KeyStore(service.settings.db_path)
+    for _ in range(64):
+        key = store.create("manager")
+        key_id = key.removeprefix("cpk_")[:8]
+        assert not key_id.startswith("-") and all(c in "0123456789abcdef" for c in key_id)

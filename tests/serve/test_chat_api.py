@@ -130,6 +130,25 @@ def test_answers_need_a_key(service: CopilotService) -> None:
         assert_error(anon.get("/v1/models"), 401, "unauthorized")
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        "贵" * 8001,
+        [{"type": "text", "text": "x" * 5000}, {"type": "text", "text": "y" * 5000}],
+    ],
+)
+def test_an_oversized_openai_message_is_refused_before_the_queue(
+    client: TestClient, content
+) -> None:
+    """The OpenAI route keeps /v1/chat's limit: one message of 20 MB once held the model for
+    a minute and went whole into the decision log."""
+    body = {"model": "copilot", "messages": [{"role": "user", "content": content}]}
+    message = assert_error(client.post("/v1/chat/completions", json=body), 422, "invalid_request")
+    assert "8000" in message
+    too_many = {"messages": [{"role": "user", "content": "hi"}] * 65}
+    assert_error(client.post("/v1/chat/completions", json=too_many), 422, "invalid_request")
+
+
 # --- model names --------------------------------------------------------------------
 
 

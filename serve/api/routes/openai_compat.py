@@ -33,7 +33,7 @@ from serve.api import jobs
 from serve.api.auth import Caller
 from serve.api.deps import Service
 from serve.api.routes.chat import ANSWER_RESPONSES
-from serve.api.schemas import CitationOut
+from serve.api.schemas import MAX_MESSAGE_CHARS, MAX_MESSAGES, CitationOut
 from serve.generation import Job
 from serve.variants import DEFAULT_MODEL, list_models, resolve_model
 
@@ -53,7 +53,19 @@ class OpenAIMessage(BaseModel):
     model_config = ConfigDict(extra="allow")  # name, tool_calls, ...: ignored
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: str | list[TextPart] | None = Field(None, max_length=MAX_MESSAGE_CHARS)
+
+    @field_validator("content")
+    @classmethod
+    def _not_too_long(cls, content: str | list[TextPart] | None) -> str | list[TextPart] | None:
+        if isinstance(content, list):
+            length = sum(len(p.text or "") for p in content)
+            if length > MAX_MESSAGE_CHARS:
+                raise ValueError(
+                    f"the text parts hold {length} characters; the limit is "
+                    f"{MAX_MESSAGE_CHARS} per message: send a shorter message"
+                )
+        return content
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -67,7 +79,7 @@ class CompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(DEFAULT_MODEL, max_length=200)
-    messages: list[OpenAIMessage] = Field(min_length=1, max_length=64)
+    messages: list[OpenAIMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     stream: bool = False
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
