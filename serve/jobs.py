@@ -16,6 +16,12 @@ they outlast the process:
 
 Only jobs whose process is gone are touched at start, so two servers on one data
 dir leave each other's running jobs alone.
+
+An upload's call id is its file's stem (or the id a JSON or Markdown transcript names),
+so two teams can upload files of the same name. ``check_replacement`` decides whether an
+upload may replace a stored call of that id; it runs when the upload is accepted and
+again in the job right before the ingest, so a call stored in between is not replaced
+either.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from copilot.errors import CopilotError, InputError, NotFoundError, StateError
 from copilot.store import process_alive
-from rag.parse import TEXT_SUFFIXES
+from rag.parse import TEXT_SUFFIXES, parse_transcript_file
 from rag.transcribe import AUDIO_SUFFIXES
 
 if TYPE_CHECKING:
@@ -132,6 +138,12 @@ class UploadTooLargeError(InputError):
         )
 
 
+class CallConflictError(StateError):
+    """An upload would replace a stored call it may not replace."""
+
+    code = "conflict"
+
+
 def unknown_job(job_id: str) -> NotFoundError:
     return NotFoundError(
         f"no upload job '{job_id}'; use the job_id that POST /v1/calls answered with"
@@ -201,6 +213,76 @@ def discard_upload(path: Path) -> None:
         pass
 
 
+def _text(value: object) -> str | None:
+    text = str(value).strip() if value is not None else ""
+    return text or None
+
+
+def upload_calls(path: Path) -> dict[str, tuple[str | None, str | None]]:
+    """The call ids a stored upload will be ingested as, each with the (account_id, outcome)
+    the file itself names.
+
+    A recording is its stem (an upload has no sidecar: it sits alone in its folder); a
+    transcript is parsed, as ingest will parse it. One that does not parse is taken by its
+    stem: ingest reports why it does not parse.
+    """
+    if path.suffix.lower() not in TEXT_SUFFIXES:
+        return {path.stem: (None, None)}
+    try:
+        parsed = parse_transcript_file(path)
+    except CopilotError:
+        return {path.stem: (None, None)}
+    meta = parsed.meta
+    return {str(parsed.call_id): (_text(meta.get("account_id")), _text(meta.get("outcome")))}
+
+
+def check_replacement(
+    service: CopilotService, path: Path, account_id: str | None, outcome: str | None
+) -> None:
+    """CallConflictError when ingesting the upload at ``path`` would replace a stored call
+    it may not replace.
+
+    The rule, for each call id the upload holds that is already stored:
+
+    * the upload must leave the call with the account it has: an upload never moves a
+      call to another account. A team key must name an account of its team, so a call it
+      may replace is one it can see; a call of another team (or with no account) reads
+      as "stored under another account", and the uploader is told to rename the file.
+    * a new version of a call that has an outcome must say its outcome (the outcome
+      field, or the file's own): ingest keeps a stored outcome the input leaves unset,
+      which for changed content would pin the old result on the new text unasked. A
+      re-upload of the same content is unchanged and needs nothing.
+
+    NOTE: the store has no compare-and-swap on a call, so an ingest run outside this
+    server (``copilot ingest``) between this check and the job's ingest is not seen;
+    the job re-checks right before ingesting, which closes the window for uploads.
+    """
+    from rag.ingest import input_hash  # the ingest pipeline loads the index modules
+
+    calls = upload_calls(path)
+    stored = {c: service.store.get_call(c) for c in calls if service.store.has_call(c)}
+    if not stored:
+        return
+    same_content = set(service.store.input_call_ids(input_hash(path)) or []) >= set(calls)
+    for call_id, record in stored.items():
+        own_account, own_outcome = calls[call_id]
+        account = account_id or own_account or record.account_id
+        if account != record.account_id:
+            # Never name the stored call's account: it may be another team's.
+            raise CallConflictError(
+                f"a call with id '{call_id}' is already stored under another account, and an "
+                "upload cannot replace it; the call id is the file's name (or the call_id "
+                "the transcript names): rename the file and upload it again"
+            )
+        if record.outcome and not (outcome or own_outcome) and not same_content:
+            raise CallConflictError(
+                f"call '{call_id}' is already stored with outcome '{record.outcome}', and this "
+                f"upload changes it without saying its outcome; pass outcome "
+                f"(e.g. outcome={record.outcome} to keep it), or rename the file to store it "
+                "as a new call"
+            )
+
+
 def account_teams(service: CopilotService) -> dict[str, str | None]:
     """Each stored account's team: an upload's job belongs to its account's team."""
     return {a.account_id: a.team for a in service.accounts.store.accounts()}
@@ -264,7 +346,8 @@ class CallJobs:
     ) -> UploadJob:
         """Store an upload under uploads_dir (the client never picks the path) and queue it.
 
-        UnsupportedUploadError, UploadTooLargeError or QueueFullError leave nothing stored.
+        UnsupportedUploadError, UploadTooLargeError, CallConflictError or QueueFullError
+        leave nothing stored.
         """
         check_suffix(client_filename)
         display_name, stored_name = upload_names(client_filename)
@@ -273,6 +356,7 @@ class CallJobs:
         size = save_upload(source, dest, int(settings.serve.max_upload_mb * 2**20))
         logger.info("received upload %s (%d bytes) as %s", display_name, size, stored_name)
         try:
+            check_replacement(self.service, dest, account_id, outcome)
             return self.submit(dest, display_name, outcome, account_id, team, key_id)
         except BaseException:
             discard_upload(dest)
@@ -429,6 +513,8 @@ class CallJobs:
                 "upload the file again",
             )
         try:
+            # Again here: a call of that id may have been stored since the upload was accepted.
+            check_replacement(self.service, path, job.account_id, job.outcome)
             report = self.service.ingest([path], job.outcome, job.account_id)
         except CopilotError as exc:
             logger.warning("upload job %s failed: %s", job.job_id, exc)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import socket
 import subprocess
 import sys
@@ -441,3 +442,131 @@ def test_calls_csv_export_neutralises_formula_cells(service: CopilotService) -> 
             ["华信医疗-续约", "赢单", "'=1+1", "1:01", "transcript"],
         ]
     )
+
+
+# --- an upload never replaces a call it may not ------------------------------------------
+
+
+def save_won_call(service: CopilotService, call_id: str = "call-text-01") -> None:
+    """East's stored call, won, as ingest would have stored it."""
+    record = CallRecord(
+        call_id=call_id,
+        turns=[Turn("customer", 0.0, 3.0, "我们这周签。")],
+        source=f"/tmp/{call_id}.txt",
+        source_kind="transcript",
+        content_hash=f"hash-{call_id}",
+        account_id="acct-east",
+        outcome="won",
+    )
+    service.store.save_calls([record], input_hash=f"input-{call_id}", input_path=record.source)
+
+
+def assert_east_call_intact(service: CopilotService, call_id: str = "call-text-01") -> None:
+    call = service.store.get_call(call_id)
+    assert (call.account_id, call.outcome) == ("acct-east", "won")
+    assert [t.text for t in call.turns] == ["我们这周签。"]
+
+
+@pytest.mark.parametrize(
+    ("role", "team", "account_id"),
+    [
+        ("rep", "Central", "acct-central"),  # another team's rep, for their own account
+        ("manager", None, "acct-central"),  # an all-teams key may not move it either
+    ],
+)
+def test_upload_of_a_call_id_stored_under_another_account_is_409(
+    team_service: CopilotService, settings: Settings, role: str, team: str | None, account_id: str
+) -> None:
+    save_won_call(team_service)
+    client = app_client(team_service)
+
+    response = upload(client, bearer(team_service, role, team=team), account_id, "call-text-01.txt")
+    message = assert_error(response, 409, "conflict")
+    assert "'call-text-01' is already stored under another account" in message
+    assert "rename the file" in message
+    assert "acct-east" not in message  # another team's account is never named
+    assert stored_uploads(settings) == []
+    assert_east_call_intact(team_service)
+    east = bearer(team_service, "rep", team="East")
+    assert client.get("/v1/calls/call-text-01", headers=east).json()["outcome"] == "won"
+
+
+def test_transcript_naming_its_call_id_cannot_take_another_accounts_call(
+    team_service: CopilotService,
+) -> None:
+    save_won_call(team_service)
+    client = app_client(team_service)
+    body = {"call_id": "call-text-01", "turns": [{"speaker": "rep", "text": "您好"}]}
+    files = {"file": ("innocent.json", json.dumps(body).encode(), "application/json")}
+    headers = bearer(team_service, "rep", team="Central")
+
+    response = client.post(
+        "/v1/calls", files=files, data={"account_id": "acct-central"}, headers=headers
+    )
+    assert "'call-text-01' is already stored" in assert_error(response, 409, "conflict")
+    assert_east_call_intact(team_service)
+
+
+def test_job_refuses_a_call_stored_after_its_upload_was_accepted(
+    team_service: CopilotService,
+) -> None:
+    client = app_client(team_service)
+    central = bearer(team_service, "rep", team="Central")
+    url = upload(client, central, "acct-central", "call-text-01.txt").json()["status_url"]
+    save_won_call(team_service)  # East's call lands while the upload waits in the queue
+
+    job = team_service.call_jobs.get(url.rsplit("/", 1)[1])
+    finished = team_service.call_jobs.run_job(job)
+    assert finished.status == "failed"
+    assert finished.error.startswith(
+        "call-text-01.txt: a call with id 'call-text-01' is already stored under another account"
+    )
+    assert not Path(job.path).exists()
+    assert_east_call_intact(team_service)
+
+
+def test_same_account_reupload_must_restate_a_stored_outcome(
+    team_service: CopilotService,
+) -> None:
+    save_won_call(team_service)
+    client = app_client(team_service)
+    east = bearer(team_service, "rep", team="East")
+    files = {"file": ("call-text-01.txt", CHINESE_TRANSCRIPT.encode(), "text/plain")}
+
+    # New content without an outcome would keep "won" on text nobody said was won.
+    response = client.post("/v1/calls", files=files, data={"account_id": "acct-east"}, headers=east)
+    message = assert_error(response, 409, "conflict")
+    assert "call 'call-text-01' is already stored with outcome 'won'" in message
+    assert "pass outcome (e.g. outcome=won to keep it)" in message
+
+    assert upload(client, east, "acct-east", "call-text-01.txt").status_code == 202
+    assert_east_call_intact(team_service)  # nothing is replaced until the worker runs
+
+
+@pytest.mark.slow
+def test_worker_replaces_a_call_only_for_its_own_account(worker_service: CopilotService) -> None:
+    east = bearer(worker_service, "rep", team="East")
+    central = bearer(worker_service, "rep", team="Central")
+    first = "Rep: 您好，续约的事情我们谈一下。\nCustomer: 好的，我们这周签。\n"
+    with TestClient(create_app(worker_service, with_ui=False)) as client:
+
+        def post(text: str, headers: dict, data: dict):
+            files = {"file": ("call-text-02.txt", text.encode(), "text/plain")}
+            return client.post("/v1/calls", files=files, data=data, headers=headers)
+
+        url = post(first, east, {"account_id": "acct-east", "outcome": "won"}).json()["status_url"]
+        assert wait_for_job(client, url, east)["stored"] == ["call-text-02"]
+
+        response = post(CHINESE_TRANSCRIPT, central, {"account_id": "acct-central"})
+        assert_error(response, 409, "conflict")
+        call = client.get("/v1/calls/call-text-02", headers=east).json()
+        assert (call["account_id"], call["outcome"]) == ("acct-east", "won")
+        assert call["turns"][1]["text"] == "好的，我们这周签。"
+
+        data = {"account_id": "acct-east", "outcome": "lost"}
+        url = post(CHINESE_TRANSCRIPT, east, data).json()["status_url"]
+        job = wait_for_job(client, url, east)
+        assert (job["status"], job["stored"]) == ("done", ["call-text-02"])
+        call = client.get("/v1/calls/call-text-02", headers=east).json()
+        assert (call["account_id"], call["outcome"]) == ("acct-east", "lost")
+        assert "贵了不少" in call["turns"][1]["text"]

@@ -122,6 +122,10 @@ def _blank_to_none(value: str | None) -> str | None:
     response_model=UploadAccepted,
     responses={
         403: {"description": "The account is not one of the caller's team's."},
+        409: {
+            "description": "A call of that id is stored under another account, or has an "
+            "outcome this new version does not restate; rename the file or pass outcome."
+        },
         413: {"description": "The file is over serve.max_upload_mb."},
         415: {"description": "Not an audio file or a transcript."},
         429: {"description": "Too many uploads queued; Retry-After says when to try again."},
@@ -138,9 +142,13 @@ async def upload_call(
 ) -> UploadAccepted:
     """Store one call's file and queue its ingest; poll ``status_url`` for the result.
 
+    The call id is the file's name. A call of that id already stored is replaced only by an
+    upload for the same account (so never by another team's key), and a new version of a
+    call with an outcome must pass its outcome; otherwise 409, and nothing is stored.
     Re-uploading the same content ends as a job with the call ids under ``unchanged``.
     """
     # The cheap refusals first: nothing is stored for a wrong type or another team's account.
+    # A conflict with a stored call is found once the file is stored, and removes it.
     try:
         check_suffix(file.filename)
     except UnsupportedUploadError as exc:
