@@ -33,13 +33,26 @@ class ChunkFilter:
     polarity: int | None = None  # +1 positive-outcome calls only, -1 negative ones
     objection: str | None = None
     account_id: str | None = None
+    # Only calls of these accounts (a caller's visible accounts); None = any account, and
+    # an empty tuple matches nothing, not even calls that have no account.
+    account_ids: tuple[str, ...] | None = None
     rep_id: str | None = None
     language: str | None = None
     tags: tuple[str, ...] = ()  # all of them
     with_reply: bool = False  # only chunks in which the rep answered
 
+    @property
+    def matches_nothing(self) -> bool:
+        """True for an empty ``account_ids``: Chroma refuses an empty ``$in``, so ``search``
+        answers without asking the index."""
+        return self.account_ids is not None and not self.account_ids
+
     def where(self) -> dict[str, Any] | None:
         """The Chroma ``where`` clause (None when no field is set)."""
+        if self.matches_nothing:
+            raise ValueError(
+                "account_ids is empty, so no chunk can match; check matches_nothing first"
+            )
         clauses: list[dict[str, Any]] = []
         if self.with_reply:
             clauses.append({"reply_text": {"$ne": ""}})
@@ -47,6 +60,8 @@ class ChunkFilter:
             value = getattr(self, key)
             if value:
                 clauses.append({key: value})
+        if self.account_ids is not None:
+            clauses.append({"account_id": {"$in": sorted(set(self.account_ids))}})
         if self.objection:
             clauses.append({f"obj_{self.objection}": True})
         if self.polarity is not None:
@@ -104,7 +119,10 @@ def search(
     """The ``k`` best chunks for ``query`` that pass ``chunk_filter``."""
     if mode not in MODES:
         raise ValueError(f"unknown retrieval mode {mode!r}; use one of {', '.join(MODES)}")
-    where = (chunk_filter or ChunkFilter()).where()
+    chunk_filter = chunk_filter or ChunkFilter()
+    if chunk_filter.matches_nothing:
+        return []
+    where = chunk_filter.where()
     depth = k if mode != "hybrid" else max(k * FETCH_FACTOR, MIN_FETCH)
 
     # Each side ranks the filtered chunks on its own
@@ -163,11 +181,20 @@ def retrieve(index: ChunkIndex, query: str, k: int, **filters: Any) -> list[Sear
 
 
 def references(
-    index: ChunkIndex, query: str, k: int, account_id: str | None = None
+    index: ChunkIndex,
+    query: str,
+    k: int,
+    account_id: str | None = None,
+    account_ids: tuple[str, ...] | None = None,
 ) -> list[tuple[Citation, str]]:
     """Excerpts in which the rep answered, from positive-outcome calls first (what
-    worked), else from any call; each with the rep's reply."""
-    hits = search(index, query, k, ChunkFilter(polarity=1, account_id=account_id, with_reply=True))
+    worked), else from any call; each with the rep's reply.
+
+    ``account_ids`` limits both sides of the search to the calls a caller may see (None:
+    every call); it is part of the filter, so the ``k`` results are the best visible ones.
+    """
+    scope = {"account_id": account_id, "account_ids": account_ids, "with_reply": True}
+    hits = search(index, query, k, ChunkFilter(polarity=1, **scope))
     if not hits:
-        hits = search(index, query, k, ChunkFilter(account_id=account_id, with_reply=True))
+        hits = search(index, query, k, ChunkFilter(**scope))
     return [(h.citation(), h.reply_text) for h in hits]

@@ -1,13 +1,13 @@
 """Answers for reps: ground the question, build the prompt, generate, check the reply.
 
-    prepared = prepare_objection(service, "Too expensive.", account_id, choice)
+    prepared = prepare_objection(service, "Too expensive.", account_id, choice, principal)
     answer = generate_answer(service, prepared)               # or:
     for item in stream_answer(service, prepared): ...         # str pieces, then the Answer
 
 Both the objection handler and chat go through here, called from the generation
 queue's worker thread (serve/generation.py), never on the event loop. The grounding
-is the account's won-call excerpts (``rag.retrieve.references``) and, for chat,
-the account's strongest signals; all of it is quoted as data (copilot/prompts.py),
+is the account's won-call excerpts (``rag.retrieve.references``, drawn only from
+calls the caller's team may see) and, for chat, the account's strongest signals; all of it is quoted as data (copilot/prompts.py),
 and every reply passes the output guard (copilot/guard.py) before anyone sees it.
 """
 
@@ -27,6 +27,7 @@ from copilot.schemas import Citation
 from training.generate import clean_reply
 
 if TYPE_CHECKING:
+    from copilot.keys import Principal
     from serve.service import CopilotService
     from serve.variants import ModelChoice
 
@@ -92,13 +93,37 @@ def _policy(service: CopilotService) -> list[str]:
     return [DATA_RULE, f"Never offer a discount above {limit * 100:g}%."]
 
 
+def visible_accounts(
+    service: CopilotService, principal: Principal | None
+) -> tuple[str, ...] | None:
+    """The accounts whose calls ``principal`` may see; None when no team limits it.
+
+    The rule of GET /v1/calls (serve/api/routes/calls.py): a key limited to a team sees
+    the calls of that team's accounts, and no call without an account."""
+    if principal is None or principal.all_teams:
+        return None
+    from serve.jobs import account_teams
+
+    teams = account_teams(service)
+    return tuple(sorted(a for a, team in teams.items() if a and team == principal.team))
+
+
 def _grounding(
-    service: CopilotService, query: str, account_id: str | None
+    service: CopilotService,
+    query: str,
+    account_id: str | None,
+    principal: Principal | None,
 ) -> tuple[list[Citation], list[str]]:
-    """The cited excerpts and the won-call replies among them (best first)."""
+    """The cited excerpts the caller may see and the won-call replies among them (best first)."""
     from rag.retrieve import references
 
-    hits = references(service.index, query, service.settings.index.top_k, account_id=account_id)
+    hits = references(
+        service.index,
+        query,
+        service.settings.index.top_k,
+        account_id=account_id,
+        account_ids=visible_accounts(service, principal),
+    )
     outcomes = service.settings.outcomes
     won = [reply for c, reply in hits if reply and outcomes.polarity(c.outcome) > 0]
     return [c for c, _ in hits], won
@@ -142,12 +167,17 @@ def _guard(
 
 
 def prepare_objection(
-    service: CopilotService, text: str, account_id: str | None, choice: ModelChoice
+    service: CopilotService,
+    text: str,
+    account_id: str | None,
+    choice: ModelChoice,
+    principal: Principal | None = None,
 ) -> Prepared:
-    """The prompt for a reply to the customer's ``text``, grounded in the account's won calls."""
+    """The prompt for a reply to the customer's ``text``, grounded in the account's won calls
+    (of the calls ``principal`` may see; None: every call, for the CLI)."""
     if not text or not text.strip():
         raise InputError("'text' is empty; pass the customer's words, e.g. \"it's too expensive\"")
-    citations, won = _grounding(service, text, account_id)
+    citations, won = _grounding(service, text, account_id, principal)
     messages = objection_messages(
         text,
         won[:MAX_REFERENCES],
@@ -188,11 +218,13 @@ def prepare_chat(
     messages: list[dict[str, str]],
     account_id: str | None,
     choice: ModelChoice,
+    principal: Principal | None = None,
 ) -> Prepared:
-    """The prompt for the next chat message, grounded in the account's calls and signals."""
+    """The prompt for the next chat message, grounded in the account's calls and signals
+    (of the calls ``principal`` may see; None: every call, for the CLI)."""
     turns = chat_turns(messages)
     question = turns[-1]["content"]
-    citations, won = _grounding(service, question, account_id)
+    citations, won = _grounding(service, question, account_id, principal)
     facts = _account_facts(service, account_id)
     prompt = chat_messages(
         turns,

@@ -176,6 +176,17 @@ def test_objection_stream_ends_with_the_same_reply_as_json(server: str, rep: dic
     assert events[-1].data["reply"] == _post(server, "/v1/objections/handle", body, rep)["reply"]
 
 
+def test_without_an_account_a_team_key_cites_only_its_teams_calls(
+    server: str, rep: dict, service: CopilotService
+) -> None:
+    body = {"messages": [{"role": "user", "content": "They found a cheaper package."}]}
+    north = {c["call_id"] for c in _post(server, "/v1/chat", body, rep)["citations"]}
+    assert north and north <= {"north-renewal", "north-planted"}
+    admin = bearer(service, "admin", name="live-admin")
+    everyone = {c["call_id"] for c in _post(server, "/v1/chat", body, admin)["citations"]}
+    assert "south-renewal" in everyone
+
+
 # --- adapters switched per request under concurrency ------------------------------------
 
 

@@ -54,7 +54,7 @@ async def chat(
     choice = await run_in_threadpool(resolve_model, service, body.model, principal)
 
     def prepare():
-        return prepare_chat(service, messages, body.account_id, choice)
+        return prepare_chat(service, messages, body.account_id, choice, principal)
 
     if jobs.wants_stream(body.stream, request):
         job = jobs.submit(service, jobs.streamed(service, prepare, principal), stream=True)

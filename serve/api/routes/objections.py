@@ -28,7 +28,7 @@ async def handle_objection(
     choice = await run_in_threadpool(resolve_model, service, body.model_name, principal)
 
     def prepare():
-        return prepare_objection(service, body.text, body.account_id, choice)
+        return prepare_objection(service, body.text, body.account_id, choice, principal)
 
     if jobs.wants_stream(False, request):
         job = jobs.submit(service, jobs.streamed(service, prepare, principal), stream=True)

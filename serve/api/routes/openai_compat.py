@@ -125,7 +125,7 @@ async def chat_completions(
     limit = body.max_completion_tokens or body.max_tokens
 
     def prepare():
-        prepared = prepare_chat(service, messages, body.account_id, choice)
+        prepared = prepare_chat(service, messages, body.account_id, choice, principal)
         prepared.max_new_tokens = limit
         return prepared
 
