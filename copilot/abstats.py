@@ -216,10 +216,26 @@ def compare_to_control(
     return "z", z, float(2 * stats.norm.sf(abs(z)))
 
 
+def weights_problem(weights: dict[str, float]) -> str | None:
+    """Why ``weights`` give no expected count to test against, or None when they do.
+
+    New experiments cannot get such weights (copilot/experiments.py refuses them), but
+    one stored before that check, or edited in the database, can hold them.
+    """
+    share = sum(weights.values())
+    if not weights or not math.isfinite(share) or share <= 0:
+        return f"the weights sum to {share:g}"
+    starved = [n for n, w in weights.items() if not (math.isfinite(w) and w / share > 0)]
+    if starved:
+        return f"variant {', '.join(repr(n) for n in starved)} has weight 0 or no number"
+    return None
+
+
 def srm_check(observed: dict[str, int], weights: dict[str, float]) -> SrmCheck | None:
-    """Chi-square goodness of fit of ``observed`` counts against ``weights``; None if empty."""
+    """Chi-square goodness of fit of ``observed`` counts against ``weights``; None if empty,
+    or when the weights give no expected counts (``weights_problem`` says why)."""
     total = sum(observed.values())
-    if total == 0:
+    if total == 0 or weights_problem(weights) is not None:
         return None
     names = list(weights)
     counts = [observed.get(n, 0) for n in names]
@@ -390,6 +406,14 @@ def _warnings(
             f"weights give ({expected}), chi-square p = {srm.p_value:.2g} < {SRM_ALPHA}; "
             "assignment or logging is broken (a variant that fails to log, reps picking a "
             "variant by name), so do not trust these results until it is explained"
+        )
+    problem = weights_problem(experiment.weights)
+    if problem is not None:
+        shares = ", ".join(f"{n} {w:g}" for n, w in experiment.weights.items())
+        warnings.append(
+            f"the stored weights ({shares}) are unusable: {problem}; reps are not split as "
+            "intended and the sample ratio is not checked. Stop this experiment and start "
+            "one with weights on a small common scale, e.g. 1 and 3"
         )
     if experiment.weights_changed_at is not None:
         warnings.append(

@@ -237,8 +237,24 @@ def _check_prompt(check: Callable[[str], object], variant: Variant) -> None:
 
 
 def _normalised(variants: Sequence[Variant]) -> tuple[Variant, ...]:
+    """The weights as shares summing to 1; InputError when they cannot be (a sum that
+    overflows, or a weight too small beside the others to get any share at all)."""
     total = sum(v.weight for v in variants)
-    return tuple(Variant(v.name, v.adapter, v.prompt_version, v.weight / total) for v in variants)
+    given = ", ".join(f"{v.name} {v.weight:g}" for v in variants)
+    if not math.isfinite(total) or total <= 0:
+        raise InputError(
+            f"variants' weight: the weights ({given}) sum to {total:g}, which is not a finite "
+            "positive number; give weights on a small common scale, e.g. 1 and 3"
+        )
+    arms = tuple(Variant(v.name, v.adapter, v.prompt_version, v.weight / total) for v in variants)
+    starved = [v.name for v in arms if not v.weight > 0]
+    if starved:
+        raise InputError(
+            f"variants' weight: beside the others ({given}), the weight of "
+            f"{', '.join(repr(n) for n in starved)} gets a share of 0 of the reps; give "
+            "weights on a small common scale, e.g. 1 and 3"
+        )
+    return arms
 
 
 def _slug(name: str) -> str:

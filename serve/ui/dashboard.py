@@ -129,6 +129,10 @@ def _stat_row(v: VariantStats) -> list[str]:
 
 def srm_line(results: Results) -> str:
     srm = results.srm
+    if srm is None and any(v.reps for v in results.variants):
+        return (
+            "Sample ratio: **not checked**: the weights give no expected counts (see the warnings)."
+        )
     if srm is None:
         return "Sample ratio: no reps exposed yet."
     observed = ", ".join(f"{md_escape(n)} {c}" for n, c in srm.observed.items())
@@ -172,6 +176,15 @@ def show_experiment(
     except CopilotError as exc:
         # The message names the problem and the fix; a traceback is no use to a manager.
         raise gr.Error(str(exc)) from exc
+    except Exception as exc:
+        # Stored data the statistics cannot read must still answer with words, not a bare
+        # "Error" badge; the traceback goes to the server log.
+        logger.exception("results of experiment %s failed", experiment_id)
+        raise gr.Error(
+            f"the results of experiment '{experiment_id}' could not be computed "
+            f"({type(exc).__name__}); see the server log, and stop the experiment "
+            "and start a new one if its stored data is damaged"
+        ) from exc
     return (
         describe(results.experiment),
         warning_markdown(results),

@@ -16,10 +16,12 @@ from copilot.abstats import (
     experiment_results,
     prob_beats,
     srm_check,
+    weights_problem,
     wilson_interval,
 )
 from copilot.decisions import DecisionLog
 from copilot.experiments import ExperimentStore
+from tests.copilot.test_experiments import damage_weights
 
 Z95 = 1.959963984540054  # the 97.5 % point of the standard normal
 
@@ -155,6 +157,21 @@ def test_srm_chi_square_by_hand() -> None:
     flagged = srm_check({"a": 700, "b": 300}, {"a": 0.5, "b": 0.5})
     assert flagged.mismatch and flagged.p_value < 1e-30
     assert srm_check({"a": 0, "b": 0}, {"a": 0.5, "b": 0.5}) is None
+
+
+@pytest.mark.parametrize(
+    ("weights", "problem"),
+    [
+        ({"a": 0.0, "b": 0.0}, "the weights sum to 0"),
+        ({"a": 1e308, "b": 1e308}, "the weights sum to inf"),
+        ({"a": 1.0, "b": 0.0}, "variant 'b' has weight 0 or no number"),
+        ({"a": 1.0, "b": float("nan")}, "the weights sum to nan"),
+    ],
+)
+def test_srm_check_of_degenerate_weights_is_none_with_the_reason(weights, problem) -> None:
+    assert weights_problem(weights) == problem
+    assert srm_check({"a": 3, "b": 4}, weights) is None
+    assert weights_problem({"a": 0.5, "b": 0.5}) is None
 
 
 # --- one experiment end to end ---------------------------------------------------------
@@ -327,3 +344,20 @@ def test_daily_series_fills_days_without_exposures(stores) -> None:
     ]
     assert [d.cumulative_rate for d in series[:3]] == [1.0, 1.0, 0.5]
     assert series[3].cumulative_rate is None
+
+
+def test_results_of_stored_zero_weights_warn_instead_of_failing(stores) -> None:
+    store, log = stores
+    exp = store.create("price", [{"name": "control"}, {"name": "dpo"}])
+    damage_weights(store, exp.id, [0.0, 0.0])
+    expose(log, exp.id, "control", "rep-1", T0)
+    expose(log, exp.id, "dpo", "rep-2", T0)
+
+    results = experiment_results(store, log, exp.id)
+    assert results.srm is None
+    assert [v.exposures for v in results.variants] == [1, 1]
+    [warning] = [w for w in results.warnings if "stored weights" in w]
+    assert warning.startswith(
+        "the stored weights (control 0, dpo 0) are unusable: the weights sum to 0;"
+    )
+    assert "start one with weights on a small common scale" in warning

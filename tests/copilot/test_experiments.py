@@ -6,11 +6,26 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
+from sqlalchemy.orm import Session
 
 from copilot.errors import InputError, NotFoundError, StateError
-from copilot.experiments import ExperimentStore, Variant, bucket, hash_point
+from copilot.experiments import ExperimentRow, ExperimentStore, Variant, bucket, hash_point
 
 TWO = [{"name": "control", "adapter": "base"}, {"name": "dpo-v2", "adapter": "dpo-v2"}]
+
+
+def damage_weights(store: ExperimentStore, experiment_id: str, weights: list[float]) -> None:
+    """Stored weights no create or update would write now (an older row, a manual edit)."""
+    experiment = store.get(experiment_id)
+    variants = [
+        {"name": v.name, "adapter": v.adapter, "prompt_version": v.prompt_version, "weight": w}
+        for v, w in zip(experiment.variants, weights, strict=True)
+    ]
+    with Session(store.engine) as session, session.begin():
+        session.execute(
+            update(ExperimentRow).where(ExperimentRow.id == experiment_id).values(variants=variants)
+        )
 
 
 @pytest.fixture
@@ -59,6 +74,16 @@ def test_a_name_in_chinese_alone_still_gets_an_id(store) -> None:
         ([{"name": "a"}, {"name": "b", "adapter": "nope"}], None, "not registered"),
         ([{"name": "a"}, {"name": "b", "prompt_version": ""}], None, "prompt_version is blank"),
         (TWO, "treatment", "control 'treatment' is not one of the variants"),
+        (
+            [{"name": "a", "weight": 1e308}, {"name": "b", "weight": 1e308}],
+            None,
+            r"variants' weight: the weights \(a 1e\+308, b 1e\+308\) sum to inf.*e\.g\. 1 and 3",
+        ),
+        (
+            [{"name": "a", "weight": 5e-324}, {"name": "b", "weight": 1e300}],
+            None,
+            r"the weight of 'a' gets a share of 0 of the reps; give weights on a small common",
+        ),
     ],
 )
 def test_bad_experiments_are_refused_with_the_reason(store, variants, control, message) -> None:
@@ -153,8 +178,10 @@ def test_weight_edits_move_new_reps_only(store) -> None:
 
     # Every early rep keeps the variant they had, including those the new weights would move.
     assert {rep: store.assign(exp.id, rep).name for rep in early} == early
-    moved = [rep for rep, v in early.items() if v == "a"]
-    assert moved and all(bucket(hash_point(exp.id, r), edited.variants).name == "b" for r in moved)
+    # (An early "a" rep whose point falls in a's new 0.1 % share would stay put anyway.)
+    moved = [r for r, v in early.items() if v == "a" and hash_point(exp.id, r) >= 0.001]
+    assert len(moved) > 100
+    assert all(bucket(hash_point(exp.id, r), edited.variants).name == "b" for r in moved)
     # New reps follow the new weights.
     late = Counter(store.assign(exp.id, f"late-{i}").name for i in range(300))
     assert late["b"] >= 295
@@ -174,3 +201,10 @@ def test_a_stopped_experiment_keeps_assignments_and_assigns_no_one_new(store) ->
         store.assign(exp.id, "new-rep")
     with pytest.raises(InputError, match="rep_id is empty"):
         store.assign(exp.id, "  ")
+
+
+def test_weight_edits_that_overflow_are_refused(store) -> None:
+    exp = store.create("price", TWO)
+    with pytest.raises(InputError, match="sum to inf"):
+        store.update_weights(exp.id, {"control": 1e308, "dpo-v2": 1e308})
+    assert store.get(exp.id).weights == {"control": 0.5, "dpo-v2": 0.5}

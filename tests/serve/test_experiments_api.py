@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from copilot.context import Account
 from serve.service import CopilotService
+from tests.copilot.test_experiments import damage_weights
 from tests.serve.conftest import bearer
 
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
@@ -177,12 +178,44 @@ def test_manager_creates_lists_reads_stops_an_experiment(
         ({"name": "x", "variants": [{"name": "a"}]}, 422, "variants"),
         ({"name": "x", "variants": [{"name": "a"}, {"name": "b", "weight": 0}]}, 422, "weight"),
         ({"name": "x", "variants": [{"name": "a"}, {"name": "b", "wieght": 2}]}, 422, "wieght"),
+        (
+            {
+                "name": "x",
+                "variants": [{"name": "a", "weight": 1e308}, {"name": "b", "weight": 1e308}],
+            },
+            400,
+            "variants' weight: the weights (a 1e+308, b 1e+308) sum to inf",
+        ),
+        (
+            {
+                "name": "x",
+                "variants": [{"name": "a", "weight": 5e-324}, {"name": "b", "weight": 1e300}],
+            },
+            400,
+            "the weight of 'a' gets a share of 0 of the reps; give weights on a small common scale",
+        ),
     ],
 )
 def test_bad_experiments_get_a_clear_error(client: TestClient, body, status, fragment) -> None:
     code = "bad_input" if status == 400 else "invalid_request"
     assert fragment in assert_error(client.post("/v1/experiments", json=body), status, code)
     assert client.get("/v1/experiments").json() == {"experiments": []}
+
+
+def test_results_of_stored_zero_weights_are_200_with_a_warning(
+    client: TestClient, service: CopilotService
+) -> None:
+    experiment_id = client.post("/v1/experiments", json=TWO).json()["id"]
+    damage_weights(service.experiments, experiment_id, [0.0, 0.0])
+    suggest(service, "rep-wang", "East", experiment_id=experiment_id, variant="control")
+
+    response = client.get(f"/v1/experiments/{experiment_id}/results")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["srm"] is None
+    assert any(
+        w.startswith("the stored weights (control 0, b 0) are unusable") for w in body["warnings"]
+    )
 
 
 def test_unknown_experiment_is_404(client: TestClient) -> None:

@@ -8,6 +8,7 @@ import pytest
 from serve.service import CopilotService
 from serve.ui import dashboard
 from serve.ui.app import create_ui
+from tests.copilot.test_experiments import damage_weights
 
 DAY_1, DAY_2 = "2026-03-02T10:00:00+00:00", "2026-03-03T10:00:00+00:00"
 
@@ -129,3 +130,26 @@ def test_pick_a_stopped_experiment(service: CopilotService, experiment) -> None:
 def test_unknown_experiment_is_a_message(service: CopilotService) -> None:
     with pytest.raises(gr.Error, match="no experiment 'nope'"):
         dashboard.show_experiment(service, "nope")
+
+
+def test_stored_zero_weights_are_a_warning_not_an_error(
+    service: CopilotService, experiment
+) -> None:
+    damage_weights(service.experiments, experiment.id, [0.0, 0.0])
+    expose(service, experiment.id, [("rep-a", "control", DAY_1, "accepted")])
+
+    _, warnings, _, rows, srm, _ = dashboard.show_experiment(service, experiment.id)
+    assert "the stored weights (control 0, renewals@1 0) are unusable" in warnings.replace("\\", "")
+    assert [row[1] for row in rows] == ["0%", "0%"]
+    assert srm.startswith("Sample ratio: **not checked**: the weights give no expected counts")
+
+
+def test_an_unexpected_failure_is_a_message(
+    service: CopilotService, experiment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("float division by zero")
+
+    monkeypatch.setattr("copilot.abstats.experiment_results", broken)
+    with pytest.raises(gr.Error, match=rf"results of experiment '{experiment.id}' could not be "):
+        dashboard.show_experiment(service, experiment.id)

@@ -31,7 +31,13 @@ class VariantIn(StrictBody):
         max_length=200,
         description="A prompt-workshop ref such as 'default@3', or null for the active prompt.",
     )
-    weight: float = Field(1.0, gt=0, description="Relative share of reps; normalised.")
+    weight: float = Field(
+        1.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Relative share of reps; normalised. Keep the weights on a small common "
+        "scale (1 and 3): a sum that overflows, or a share of 0, is refused.",
+    )
 
 
 class ExperimentIn(StrictBody):
@@ -71,7 +77,8 @@ class ResultsOut(BaseModel):
     experiment: ExperimentOut
     variants: list[VariantStats]
     srm: SrmCheck | None = Field(
-        description="Chi-square of reps per variant against the weights; null before exposures."
+        description="Chi-square of reps per variant against the weights; null before "
+        "exposures, or when the stored weights give no expected counts (see warnings)."
     )
     warnings: list[str] = Field(description="Reasons not to act on these numbers yet.")
     daily: list[DailyPoint]
