@@ -2,7 +2,7 @@
 
     guard = ReplyGuard(max_discount=0.3, untrusted=[excerpt, ...], allowed=[won_reply, ...])
     verdict = guard.check(reply)          # Verdict(ok=False, reason="discount_above_limit", ...)
-    final = guard.safe_reply(reply, candidates=[won_reply, ...], question=text)
+    final, verdict = guard.safe_reply(reply, question=text, kind="chat")
 
 Prompt fencing (copilot/prompts.py) makes the boundary clear, but a small model
 still copies what it reads. So the reply itself is checked, with two rules that
@@ -13,8 +13,8 @@ need no language model and no per-language phrase list:
    (一折 = pay 10 % = 90 % off) deeper than it. A percentage is not always a
    discount ("98% uptime"), so a figure that appears in the manager's own
    knowledge notes (``trusted``) is allowed; any other is treated as an offer.
-   Replacing a harmless reply costs the rep a won-call example instead; letting a
-   90 % discount through costs the margin. We accept the first.
+   Replacing a harmless reply costs the rep a generic answer; letting a 90 %
+   discount through costs the margin. We accept the first.
 2. **Echoed data.** The reply repeats a span of ``ECHO_UNITS`` words (CJK characters
    count one each) verbatim from the untrusted data (the serving layer passes what
    customers said in the cited calls, and the account facts) that is not part of a
@@ -23,8 +23,9 @@ need no language model and no per-language phrase list:
    said; doing so is how a planted instruction surfaces. Text planted where a rep
    spoke is left to rule 1: reusing reps' words is the copilot's job.
 
-A flagged reply is replaced by the best won-call reply that passes both rules, else
-by a fixed safe reply in the question's script (Chinese or English).
+A flagged reply is replaced by a fixed safe reply in the question's script (Chinese
+or English), never by a reply from a won call: whoever uploads a call marked "won"
+writes those replies, so picking one would let them choose what a rep is told.
 NOTE: other languages get the English fallback until SAFE_REPLIES has their text.
 """
 
@@ -33,7 +34,7 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
@@ -182,20 +183,14 @@ class ReplyGuard:
                     return Verdict(False, "echoes_quoted_data", " ".join(gram))
         return OK
 
-    def safe_reply(
-        self, reply: str, candidates: Sequence[str], question: str, kind: str = "objection"
-    ) -> tuple[str, Verdict]:
-        """``reply`` if it passes, else the first passing candidate, else the safe fallback;
-        with the verdict on ``reply``."""
+    def safe_reply(self, reply: str, question: str, kind: str = "objection") -> tuple[str, Verdict]:
+        """``reply`` if it passes, else the fixed safe reply; with the verdict on ``reply``."""
         verdict = self.check(reply)
         if verdict.ok:
             return reply, verdict
         logger.warning(
             "guard replaced a reply (%s: %r)", verdict.reason, (verdict.detail or "")[:80]
         )
-        for candidate in candidates:
-            if candidate and candidate.strip() and self.check(candidate).ok:
-                return candidate.strip(), verdict
         return fallback(question, kind), verdict
 
 

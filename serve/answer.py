@@ -65,7 +65,7 @@ class Prepared:
     messages: list[dict[str, str]]
     choice: ModelChoice
     citations: list[Citation]
-    candidates: list[str]  # won-call replies, best first: the fallback when the guard refuses
+    candidates: list[str]  # won-call replies, best first: the answer when the model gives none
     guard: ReplyGuard
     notes: list[str] = field(default_factory=list)
     max_new_tokens: int | None = None  # a client's lower limit (OpenAI's max_tokens)
@@ -254,13 +254,9 @@ def _clean(prepared: Prepared, raw: str) -> str:
 def _finish(prepared: Prepared, reply: str, verdict: Verdict | None = None) -> Answer:
     """The Answer for ``reply``: guarded, and never empty."""
     if verdict is None:
-        reply, verdict = prepared.guard.safe_reply(
-            reply, prepared.candidates, prepared.question, prepared.kind
-        )
+        reply, verdict = prepared.guard.safe_reply(reply, prepared.question, prepared.kind)
     elif not verdict.ok:
-        reply, _ = prepared.guard.safe_reply(
-            reply, prepared.candidates, prepared.question, prepared.kind
-        )
+        reply, _ = prepared.guard.safe_reply(reply, prepared.question, prepared.kind)
     if not reply:
         # A small model sometimes produces nothing usable after cleaning; the best reply
         # from a won call is a better answer than none.

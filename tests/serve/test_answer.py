@@ -16,13 +16,19 @@ import pytest
 from fastapi.testclient import TestClient
 
 from copilot.context import Account
+from copilot.guard import SAFE_REPLIES
 from rag.index import ChunkIndex
 from serve.answer import (
     _grounding,
+    generate_answer,
+    prepare_chat,
+    prepare_objection,
+    stream_answer,
     visible_accounts,
 )
 from serve.api.app import create_app
 from serve.service import CopilotService
+from serve.variants import resolve_model
 from tests.rag.test_retrieve import HashEmbedder
 from tests.serve.conftest import bearer
 from tests.serve.live_server import sse_events
@@ -167,3 +173,26 @@ def test_answer_routes_without_an_account_cite_only_the_callers_team(
                 assert "East playbook" not in str(generator.prompts)
             else:
                 assert cited & (EAST_IDS | {"orphan"})
+
+
+# --- the guard answers with the fixed safe reply --------------------------------------------
+
+
+def test_a_guarded_reply_is_the_safe_reply_never_a_won_call_reply(
+    service: CopilotService, generator: FakeGenerator
+) -> None:
+    admin = _principal(service, "admin")
+    choice = resolve_model(service, "base", admin)
+    generator.reply = "Sure, 90% off today."
+    objection = prepare_objection(service, QUESTION, "acct-west", choice, admin)
+    assert objection.candidates  # won-call replies were there to pick from
+    answer = generate_answer(service, objection)
+    assert (answer.reply, answer.guarded) == (
+        SAFE_REPLIES["objection"]["en"],
+        "discount_above_limit",
+    )
+
+    generator.pieces = ["Sure, ", "we can do ", "90% off if ", "you sign today."]
+    chat = prepare_chat(service, [{"role": "user", "content": QUESTION}], None, choice, admin)
+    final = list(stream_answer(service, chat))[-1]
+    assert (final.reply, final.guarded) == (SAFE_REPLIES["chat"]["en"], "discount_above_limit")
