@@ -75,17 +75,23 @@ def resolve_model(
         experiments = _experiments(service)
         if experiments is None:
             raise NotFoundError(f"no model '{name}': experiments are not set up on this server")
-        variant = experiments.get(experiment_id).variant(variant_name)
+        try:
+            variant = experiments.get(experiment_id).variant(variant_name)
+        except NotFoundError:
+            # "EXP/VARIANT" is a model name to the client: answer about the model.
+            raise _unknown_model(service, name) from None
         return _variant_choice(service, name, experiment_id, variant, expected)
 
     try:
         adapter = service.registry.resolve(name, expected_base=expected)
     except NotFoundError:
-        known = ", ".join(model_names(service)[:20])
-        raise NotFoundError(
-            f"no model '{name}'; GET /v1/models lists them (known: {known})"
-        ) from None
+        raise _unknown_model(service, name) from None
     return _with_prompt(service, ModelChoice(model=name, adapter=adapter), None)
+
+
+def _unknown_model(service: CopilotService, name: str) -> NotFoundError:
+    known = ", ".join(model_names(service)[:20])
+    return NotFoundError(f"no model '{name}'; GET /v1/models lists them (known: {known})")
 
 
 @dataclass(frozen=True)

@@ -196,6 +196,15 @@ def test_unknown_model_is_404_naming_the_list(client: TestClient, adapters: str)
     assert "copilot, base, alpha, beta" in message
 
 
+@pytest.mark.parametrize("name", ["../../etc/passwd", "exp-nowhere/control"])
+def test_a_model_name_with_a_slash_is_404_naming_the_model(client: TestClient, name: str) -> None:
+    message = assert_error(
+        client.post("/v1/chat", json={**PRICE_QUESTION, "model": name}), 404, "not_found"
+    )
+    assert message.startswith(f"no model '{name}'; GET /v1/models lists them")
+    assert "experiment" not in message
+
+
 def test_model_and_its_old_name_adapter_must_agree(client: TestClient) -> None:
     body = {"text": "Too expensive.", "model": "alpha", "adapter": "beta"}
     message = assert_error(client.post("/v1/objections/handle", json=body), 422, "invalid_request")
