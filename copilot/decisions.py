@@ -46,7 +46,7 @@ from typing import Any, Literal, get_args
 from sqlalchemy import JSON, ForeignKey, Integer, String, Text, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from copilot.context import as_utc
+from copilot.context import as_utc, plausible_time
 from copilot.errors import InputError, NotFoundError
 from copilot.sqlite import open_engine
 
@@ -192,6 +192,18 @@ def stamp(value: datetime | str | None = None) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _plausible(value: datetime | str | None, what: str) -> datetime | str | None:
+    """``value`` unchanged; InputError when its year is one no sales record has (the
+    bound the context events keep to, copilot/context.py)."""
+    moment = as_utc(value)
+    if isinstance(moment, datetime):
+        try:
+            plausible_time(moment)
+        except ValueError as exc:
+            raise InputError(f"{what}: {exc}") from None
+    return value
+
+
 def _required(value: Any, what: str, example: str) -> str:
     text = value.strip() if isinstance(value, str) else ""
     if not text:
@@ -330,7 +342,7 @@ class DecisionLog:
         account_id = _required(account_id, "account_id", "name the account the deal was on")
         _one_of(result, RESULTS, "result")
         deal_id = _optional(deal_id)
-        when = stamp(at)
+        when = stamp(_plausible(at, "at"))
         if when > stamp(datetime.now(UTC) + FUTURE_TOLERANCE):
             raise InputError(f"at {when} is in the future; report a deal result when it happened")
 

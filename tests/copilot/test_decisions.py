@@ -156,6 +156,11 @@ def test_deal_results_are_checked(log) -> None:
         log.record_deal_result(" ", "won")
     with pytest.raises(InputError, match="not a date-time"):
         log.record_deal_result("Acme", "won", at="next tuesday")
+    # The years context events keep to (copilot/context.py), as text or as a datetime.
+    for at in ("1800-01-01T00:00:00Z", datetime(1899, 12, 31, tzinfo=UTC)):
+        with pytest.raises(InputError, match=r"^at: year 18\d\d is outside 1900-2200; check the"):
+            log.record_deal_result("Acme", "won", at=at)
+    assert log.record_deal_result("Acme", "lost", at="1900-01-01T00:00:00Z").at.startswith("1900")
     # A naive time is read as UTC, like the account importers do.
     naive = log.record_deal_result("Acme", "won", at=datetime(2025, 1, 2, 3, 4))
     assert naive.at == "2025-01-02T03:04:00.000000Z"

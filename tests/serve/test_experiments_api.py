@@ -404,6 +404,14 @@ def test_outcomes_on_own_team_accounts_only(
     assert admin.status_code == 201 and admin.json()["at"] == "2025-03-10T12:00:00.000000Z"
 
 
+def test_an_outcome_in_an_implausible_year_is_refused(client: TestClient) -> None:
+    body = {"account_id": "Acme", "result": "won", "at": "1800-01-01T00:00:00Z"}
+    message = assert_error(client.post("/v1/outcomes", json=body), 422, "invalid_request")
+    assert message.startswith("body.at: year 1800 is outside 1900-2200; check the date")
+    body["at"] = "1900-01-01T00:00:00Z"
+    assert client.post("/v1/outcomes", json=body).status_code == 201
+
+
 # --- the decision log ----------------------------------------------------------------------
 
 

@@ -15,8 +15,9 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
+from copilot.context import plausible_time
 from copilot.decisions import ACTIONS, DECISION_COLUMNS, KINDS, NO_ACTION, Decision
 from copilot.exports import csv_bytes
 from serve.api.auth import Caller, check_account, check_team
@@ -57,7 +58,15 @@ class OutcomeIn(StrictBody):
     deal_id: str | None = Field(
         None, max_length=200, description="Reporting the same deal id again replaces it."
     )
-    at: datetime | None = Field(None, description="When the deal was decided; omitted = now.")
+    at: datetime | None = Field(
+        None, description="When the deal was decided (years 1900-2200); omitted = now."
+    )
+
+    @field_validator("at")
+    @classmethod
+    def _plausible_at(cls, value: datetime | None) -> datetime | None:
+        # The bound context events keep to: a year 1800 is a typo, not a deal.
+        return None if value is None else plausible_time(value)
 
 
 class OutcomeOut(BaseModel):
