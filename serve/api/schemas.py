@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from copilot.schemas import CallRecord, Citation
 from serve.answer import Answer
@@ -14,6 +21,16 @@ def _not_blank(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be empty")
     return value
+
+
+def _account_id(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty; omit account_id to ask without naming an account")
+    return value
+
+
+# An account id named in a request: a blank one is a mistake, not "no account".
+AccountId = Annotated[str, AfterValidator(_account_id)]
 
 
 class StrictBody(BaseModel):
@@ -29,7 +46,7 @@ MODEL_HELP = (
 
 class ObjectionRequest(StrictBody):
     text: str = Field(description="What the customer said.", max_length=4000)
-    account_id: str | None = Field(None, description="Account the call is about.")
+    account_id: AccountId | None = Field(None, description="Account the call is about.")
     model: str | None = Field(None, description=MODEL_HELP, max_length=200)
     adapter: str | None = Field(
         None, description="Older name for `model` (an adapter name).", max_length=200
@@ -69,7 +86,7 @@ class ChatRequest(StrictBody):
         max_length=64,
         description="The conversation; a `system` message is not trusted and is dropped.",
     )
-    account_id: str | None = Field(
+    account_id: AccountId | None = Field(
         None, description="Ground the answer in this account's calls and signals."
     )
     model: str | None = Field(None, description=MODEL_HELP, max_length=200)

@@ -104,6 +104,19 @@ def test_another_teams_account_is_403_on_every_answer_route(service: CopilotServ
         assert_error(client.post("/v1/chat", json=body), 403, "forbidden")
 
 
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_a_blank_account_id_is_422_naming_the_field(client: TestClient, blank: str) -> None:
+    for path, body in [
+        ("/v1/chat", {**PRICE_QUESTION, "account_id": blank}),
+        ("/v1/objections/handle", {"text": "Too expensive.", "account_id": blank}),
+        ("/v1/chat/completions", {**PRICE_QUESTION, "account_id": blank}),
+    ]:
+        message = assert_error(client.post(path, json=body), 422, "invalid_request")
+        assert message == (
+            "body.account_id: must not be empty; omit account_id to ask without naming an account"
+        ), path
+
+
 def test_unknown_account_is_404_and_a_call_only_account_needs_an_all_teams_key(
     client: TestClient, service: CopilotService
 ) -> None:

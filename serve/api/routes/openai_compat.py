@@ -33,7 +33,7 @@ from serve.api import jobs
 from serve.api.auth import Caller
 from serve.api.deps import Service
 from serve.api.routes.chat import ANSWER_RESPONSES
-from serve.api.schemas import MAX_MESSAGE_CHARS, MAX_MESSAGES, CitationOut
+from serve.api.schemas import MAX_MESSAGE_CHARS, MAX_MESSAGES, AccountId, CitationOut
 from serve.generation import Job
 from serve.variants import DEFAULT_MODEL, list_models, resolve_model
 
@@ -84,7 +84,7 @@ class CompletionRequest(BaseModel):
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
-    account_id: str | None = Field(None, description="Extra field: the account to ground in.")
+    account_id: AccountId | None = Field(None, description="Extra field: the account to ground in.")
 
     @field_validator("messages")
     @classmethod
