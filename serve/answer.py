@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,6 +40,11 @@ MAX_FACT_CHARS = 240
 # Streamed text is held back this many characters until more follows, so the guard and
 # the reply cleaner (which cuts at "Customer:") see a figure or a label before it is sent.
 HOLDBACK_CHARS = 24
+
+# The prompt fences quoted data as <<...>> (copilot/prompts.py) and a model that copies a
+# quote keeps the markers. A whole run of < and > goes at once, so that cutting one can
+# never join its neighbours into a new marker.
+_FENCE_MARKS = re.compile(r"[<>]{2,}")
 
 Kind = Literal["objection", "chat"]
 
@@ -247,8 +253,14 @@ def prepare_chat(
     )
 
 
+def _unfence(text: str) -> str:
+    return _FENCE_MARKS.sub("", text).strip()
+
+
 def _clean(prepared: Prepared, raw: str) -> str:
-    return clean_reply(raw) if prepared.kind == "objection" else raw.strip()
+    """The reply so far, as a rep may see it; streamed pieces are cut from this too, so no
+    fence marker reaches a rep on either path."""
+    return _unfence(clean_reply(raw) if prepared.kind == "objection" else raw)
 
 
 def _finish(prepared: Prepared, reply: str, verdict: Verdict | None = None) -> Answer:
@@ -261,8 +273,9 @@ def _finish(prepared: Prepared, reply: str, verdict: Verdict | None = None) -> A
         # A small model sometimes produces nothing usable after cleaning; the best reply
         # from a won call is a better answer than none.
         logger.warning("the model gave no usable reply; answering with a won-call reply")
+        usable = (_unfence(c) for c in prepared.candidates)
         reply = next(
-            (c for c in prepared.candidates if prepared.guard.check(c).ok),
+            (c for c in usable if c and prepared.guard.check(c).ok),
             fallback(prepared.question, prepared.kind),
         )
     choice = prepared.choice

@@ -196,3 +196,37 @@ def test_a_guarded_reply_is_the_safe_reply_never_a_won_call_reply(
     chat = prepare_chat(service, [{"role": "user", "content": QUESTION}], None, choice, admin)
     final = list(stream_answer(service, chat))[-1]
     assert (final.reply, final.guarded) == (SAFE_REPLIES["chat"]["en"], "discount_above_limit")
+
+
+# --- fence markers never reach a rep --------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["objection", "chat"])
+def test_streamed_and_whole_replies_carry_no_fence_markers(
+    service: CopilotService, generator: FakeGenerator, kind: str
+) -> None:
+    admin = _principal(service, "admin")
+    choice = resolve_model(service, "base", admin)
+    generator.pieces = [
+        "<",
+        "<Split the licence into quarterly payments, ",
+        "it fits the budget.>>",
+    ]
+    generator.reply = "".join(generator.pieces)
+
+    def prepare():
+        if kind == "objection":
+            return prepare_objection(service, QUESTION, None, choice, admin)
+        return prepare_chat(service, [{"role": "user", "content": QUESTION}], None, choice, admin)
+
+    whole = generate_answer(service, prepare())
+    items = list(stream_answer(service, prepare()))
+    streamed, final = "".join(items[:-1]), items[-1]
+    expected = "Split the licence into quarterly payments, it fits the budget."
+    assert whole.reply == final.reply == streamed == expected
+
+    # With no usable reply from the model, a won-call reply loses its markers too.
+    generator.reply, generator.pieces = "", None
+    prepared = prepare()
+    prepared.candidates = ["<<Quarterly payments fit your budget.>>"]
+    assert generate_answer(service, prepared).reply == "Quarterly payments fit your budget."
