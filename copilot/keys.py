@@ -153,6 +153,16 @@ class KeyStore:
             return None
         return Principal(row.key_id, row.name, row.role, row.team)  # type: ignore[arg-type]
 
+    def active(self, name: str) -> Principal | None:
+        """The live key named ``name`` (names are unique among live keys), or None."""
+        with Session(self.engine) as session:
+            row = session.scalars(
+                select(KeyRow).where(KeyRow.name == name, KeyRow.revoked_at.is_(None))
+            ).first()
+        if row is None:
+            return None
+        return Principal(row.key_id, row.name, row.role, row.team)  # type: ignore[arg-type]
+
     def list(self) -> list[KeyInfo]:
         with Session(self.engine) as session:
             rows = session.scalars(select(KeyRow).order_by(KeyRow.created_at)).all()

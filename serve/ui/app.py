@@ -14,7 +14,7 @@ from fastapi import FastAPI  # noqa: E402
 from serve.service import CopilotService  # noqa: E402
 from serve.ui.calls import create_calls_tab  # noqa: E402
 from serve.ui.dashboard import create_dashboard_tab  # noqa: E402
-from serve.ui.login import LOGIN_MESSAGE, manager_login  # noqa: E402
+from serve.ui.login import LOGIN_MESSAGE, end_sessions_of_revoked_keys, manager_login  # noqa: E402
 from serve.ui.playground import create_playground_tab  # noqa: E402
 from serve.ui.train import create_train_tab  # noqa: E402
 from serve.ui.workshop import create_workshop_tab  # noqa: E402
@@ -40,7 +40,7 @@ def create_ui(service: CopilotService) -> gr.Blocks:
 
 def mount_ui(app: FastAPI, service: CopilotService, path: str = "/ui") -> FastAPI:
     """Mount the UI into ``app`` at ``path`` behind a manager login (SSR and MCP off)."""
-    return gr.mount_gradio_app(
+    gr.mount_gradio_app(
         app,
         create_ui(service),
         path=path,
@@ -54,3 +54,5 @@ def mount_ui(app: FastAPI, service: CopilotService, path: str = "/ui") -> FastAP
         footer_links=["api"],
         max_file_size=f"{int(service.settings.serve.max_upload_mb)}mb",
     )
+    end_sessions_of_revoked_keys(app, path, service)
+    return app

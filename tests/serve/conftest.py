@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -39,8 +40,9 @@ def bearer(service: CopilotService, role: str = "admin", team: str | None = None
 
 def ui_login(client: TestClient, service: CopilotService, role: str = "manager") -> None:
     """Sign ``client`` in to the mounted UI with a new ``role`` key (username = the key's name)."""
-    key = service.keys.create(role, team="Central" if role == "rep" else None, name=f"ui-{role}")
-    response = client.post("/ui/login", data={"username": f"ui-{role}", "password": key})
+    name = f"ui-{role}-{uuid.uuid4().hex[:6]}"  # a live key's name is unique
+    key = service.keys.create(role, team="Central" if role == "rep" else None, name=name)
+    response = client.post("/ui/login", data={"username": name, "password": key})
     assert response.status_code == 200, response.text
 
 

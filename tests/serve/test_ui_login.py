@@ -79,3 +79,23 @@ def test_unnamed_key_signs_in_under_its_id(service: CopilotService) -> None:
     assert check(key_id, key) is True
     assert check(key_id, f"  {key}  ") is True  # a pasted key's spaces are not part of it
     assert check("manager", key) is False
+
+
+def test_revoking_a_key_ends_its_open_ui_session(ui: TestClient, service: CopilotService) -> None:
+    key = service.keys.create("manager", name="mara")
+    assert login(ui, "mara", key) == 200
+    assert ui.get("/ui/config").status_code == 200
+    key_id = next(k.key_id for k in service.keys.list() if k.name == "mara")
+    service.keys.revoke(key_id)
+    assert ui.get("/ui/config").status_code == 401
+    # A new rep key under the same name does not bring the session back.
+    service.keys.create("rep", team="Central", name="mara")
+    assert ui.get("/ui/config").status_code == 401
+
+
+def test_a_manager_limited_to_one_team_cannot_open_the_ui(
+    ui: TestClient, service: CopilotService
+) -> None:
+    key = service.keys.create("manager", team="East", name="east-lead")
+    assert login(ui, "east-lead", key) == 400
+    assert ui.get("/ui/config").status_code == 401
