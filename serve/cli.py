@@ -28,7 +28,7 @@ from serve.commands.keys import keys_app
 logger = logging.getLogger(__name__)
 
 app = typer.Typer(
-    help="Self-hosted AI sales copilot: ingest calls, mine objections, fine-tune, score accounts, recommend, quote, serve.",
+    help="Self-hosted AI sales copilot: ingest calls, mine objections, fine-tune, score accounts, recommend, quote, serve, manage API keys.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
