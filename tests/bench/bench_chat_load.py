@@ -229,7 +229,10 @@ def test_bench_chat_load(tmp_path: Path, bench_report) -> None:
 
     base_ms = statistics.median(solo.ttft_s) * 1e3
     ms = [v * 1e3 for v in tally.ttft_s]
-    note = f"{CLIENTS} streaming clients for {took:.0f} s; 429s wait their Retry-After"
+    note = (
+        f"{CLIENTS} streaming clients sending for {SECONDS:.0f} s (the last answer ended at "
+        f"{took:.0f} s); 429s wait their Retry-After"
+    )
     rows = [
         ("chat TTFT p50 under load (baseline: 1 client alone, p50)", pct(ms, 50), "ms", base_ms),
         ("chat TTFT p99 under load (baseline: 1 client alone, p50)", pct(ms, 99), "ms", base_ms),
