@@ -71,15 +71,20 @@ def check_account(principal: Principal, service, account_id: str | None) -> None
     A caller limited to a team gets the same 403 for an account of another team and for
     an account that does not exist, so a key cannot probe which accounts exist.
     """
-    if account_id is None or principal.all_teams:
-        return
-    if service.accounts.team_of(account_id) != principal.team:
+    if not may_see_account(principal, service, account_id):
         raise ApiError(
             403,
             "forbidden",
             f"account '{account_id}' is not among the accounts of team '{principal.team}'; "
             "ask a manager of its team, or use a key of that team",
         )
+
+
+def may_see_account(principal: Principal, service, account_id: str | None) -> bool:
+    """Whether ``principal`` may see data of ``account_id`` (the rule of ``check_account``)."""
+    if account_id is None or principal.all_teams:
+        return True
+    return service.accounts.team_of(account_id) == principal.team
 
 
 def check_team(principal: Principal, team: str | None, what: str) -> None:

@@ -260,6 +260,22 @@ def test_a_stock_event_becomes_an_alert_with_its_chain(api: TestClient) -> None:
     assert chain["event"]["idempotency_key"] == "wms-mg-advanced-1"
     assert chain["rule"]["rule_id"] == "low-stock-in-play"
     assert [s["type"] for s in chain["rule"]["signals"]] == ["low_stock"]
+
+    # Asia's rep reads the alert and its event; East's gets the 404 of a missing one.
+    service = api.app.state.service
+    asia, east = bearer(service, "rep", team="Asia"), bearer(service, "rep", team="East")
+    alert_path, event_path = f"/v1/alerts/{low_stock['alert_id']}", f"/v1/events/{event_id}"
+    assert api.get(alert_path, headers=asia).status_code == 200
+    assert api.get(event_path, headers=asia).status_code == 200
+    for path, missing in ((alert_path, "/v1/alerts/alr_missing"), (event_path, "/v1/events/ev_x")):
+        hidden, absent = api.get(path, headers=east), api.get(missing, headers=east)
+        assert hidden.status_code == absent.status_code == 404, hidden.text
+        stored_id, missing_id = path.rsplit("/", 1)[1], missing.rsplit("/", 1)[1]
+        assert hidden.json()["error"]["message"].replace(stored_id, "ID") == absent.json()["error"][
+            "message"
+        ].replace(missing_id, "ID")
+    acted = api.post(f"{alert_path}/actions", json={"action": "done"}, headers=east)
+    assert acted.status_code == 404
     assert chain["recommendation"]["priority"] == "high"
     assert chain["recommendation"]["owner"] == "李娜"
     assert chain["recommendation"]["action"].startswith(

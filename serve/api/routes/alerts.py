@@ -16,8 +16,9 @@ from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, UrlConstraints
 
+from copilot.errors import NotFoundError
 from copilot.event_store import ActionInfo, AlertChain, AlertInfo, WebhookTarget
-from serve.api.auth import Caller, Manager, check_account
+from serve.api.auth import Caller, Manager, check_account, may_see_account
 from serve.api.deps import Service
 from serve.api.errors import ApiError
 from serve.api.routes.events import Pipeline
@@ -94,6 +95,17 @@ class WebhookOut(BaseModel):
         )
 
 
+def _visible_chain(alert_id: str, pipeline: Pipeline, service, caller) -> AlertChain:
+    """The alert's chain; another team's alert is the same 404 as a missing one, so an
+    alert id tells a key limited to a team nothing about other teams' accounts."""
+    chain = pipeline.chain(alert_id)
+    if not may_see_account(caller, service, chain.alert.account_id):
+        raise NotFoundError(
+            f"alert '{alert_id}' is not stored; list the alerts with GET /v1/alerts"
+        )
+    return chain
+
+
 @router.get("/alerts/stream", response_class=EventSourceResponse)
 async def stream_alerts(
     pipeline: Pipeline,
@@ -127,9 +139,7 @@ def list_alerts(
 @router.get("/alerts/{alert_id}", response_model=AlertChain)
 def read_alert(alert_id: str, pipeline: Pipeline, service: Service, caller: Caller) -> AlertChain:
     """The alert's chain: event -> signals -> rule -> recommendation -> deliveries -> rep actions."""
-    chain = pipeline.chain(alert_id)
-    check_account(caller, service, chain.alert.account_id)
-    return chain
+    return _visible_chain(alert_id, pipeline, service, caller)
 
 
 @router.post("/alerts/{alert_id}/actions", status_code=201, response_model=ActionInfo)
@@ -137,7 +147,7 @@ def act_on_alert(
     alert_id: str, body: ActionIn, pipeline: Pipeline, service: Service, caller: Caller
 ) -> ActionInfo:
     """Record what the rep did with the alert."""
-    check_account(caller, service, pipeline.chain(alert_id).alert.account_id)
+    _visible_chain(alert_id, pipeline, service, caller)
     actor = body.actor or caller.name
     if actor != caller.name and not caller.at_least("manager"):
         raise ApiError(

@@ -8,10 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from copilot.errors import InputError
+from copilot.errors import InputError, NotFoundError
 from copilot.event_store import EventInfo
 from copilot.events import EventIn
-from serve.api.auth import Caller, Manager, check_account
+from serve.api.auth import Caller, Manager, check_account, may_see_account
 from serve.api.deps import Service
 from serve.api.errors import ApiError
 from serve.events import EventPipeline, events_lifespan
@@ -95,5 +95,9 @@ async def post_event(
 def read_event(event_id: str, pipeline: Pipeline, service: Service, caller: Caller) -> EventInfo:
     """The event, its status, and the signals, recommendations and alerts it led to."""
     info = pipeline.event(event_id)
-    check_account(caller, service, info.account_id)
+    if not may_see_account(caller, service, info.account_id):
+        # The same 404 as for a missing event: an id tells another team nothing.
+        raise NotFoundError(
+            f"event '{event_id}' is not stored; use the event_id that POST /v1/events returned"
+        )
     return info
