@@ -36,6 +36,7 @@ app = typer.Typer(
 
 SAMPLE_DIR = REPO_ROOT / "data" / "sample"
 QUICK_RECIPE = REPO_ROOT / "configs" / "train-quick.yaml"
+DEMO_KEY_NAME = "demo-manager"
 
 
 class _State:
@@ -447,11 +448,16 @@ def demo(
         _fail(exc)
     if not no_serve:
         settings = state.settings()
-        # A fresh key each run, so the demo's UI login and API calls work at once.
-        key = state.service().keys.create("manager", name="demo-manager")
+        # A fresh key each run, so the demo's UI login and API calls work at once; the
+        # previous run's key is revoked (a live key's name is unique).
+        keys = state.service().keys
+        previous = keys.active(DEMO_KEY_NAME)
+        if previous is not None:
+            keys.revoke(previous.key_id)
+        key = keys.create("manager", name=DEMO_KEY_NAME)
         typer.echo(
             f"serving on http://{settings.serve.host}:{settings.serve.port} (API docs /docs, UI /ui); Ctrl-C stops\n"
-            f"   demo manager key (UI password, or 'Authorization: Bearer KEY'): {key}"
+            f"   demo manager key (UI username {DEMO_KEY_NAME}, password the key; API 'Authorization: Bearer KEY'): {key}"
         )
         from serve.server import run_server
 
