@@ -49,9 +49,10 @@ SAFE_REPLIES = {
         "zh": "这个我现在没法答应您，但我会马上确认价格上能做些什么，今天给您一个具体的方案。",
     },
     "chat": {
-        "en": "I can't suggest that: it goes beyond the pricing rules. Check this account's "
-        "quote strategies or ask your manager before offering a discount.",
-        "zh": "这个建议超出了定价规则。给折扣之前，请先查看该客户的报价策略或请示经理。",
+        "en": "I can't suggest that: the draft broke the pricing rules or repeated quoted call "
+        "or account text. Check this account's quote strategies, or ask your manager.",
+        "zh": "这条建议不能给出：草稿超出了定价规则，或照搬了通话或客户资料里的原文。"
+        "请先查看该客户的报价策略，或请示经理。",
     },
 }
 

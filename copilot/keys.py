@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -81,6 +82,13 @@ class KeyInfo:
     revoked_at: str | None
 
 
+def _same_name(a: str, b: str) -> bool:
+    def folded(text: str) -> str:
+        return unicodedata.normalize("NFKC", text).casefold()
+
+    return folded(a) == folded(b)
+
+
 def _digest(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
@@ -114,12 +122,16 @@ class KeyStore:
         with Session(self.engine) as session, session.begin():
             # The name is who the key speaks for: feedback, A/B assignment and the decision
             # log go by it, so two live keys with one name would be one person to them.
-            taken = session.scalars(
-                select(KeyRow).where(KeyRow.name == name, KeyRow.revoked_at.is_(None))
-            ).first()
+            # Compared as people read them: "DANA", "ｄａｎａ" and "dana" are one name, and a
+            # name may not be another key's id, which listings show beside the names.
+            live = session.scalars(select(KeyRow).where(KeyRow.revoked_at.is_(None))).all()
+            taken = next(
+                (k for k in live if _same_name(k.name, name) or _same_name(k.key_id, name)),
+                None,
+            )
             if taken is not None:
                 raise StateError(
-                    f"an active key is already named '{name}' (id {taken.key_id}, "
+                    f"an active key is already named '{taken.name}' (id {taken.key_id}, "
                     f"{taken.role}{', team ' + taken.team if taken.team else ''}); pick another "
                     f"--name, or revoke that key first: copilot keys revoke {taken.key_id}"
                 )

@@ -232,7 +232,13 @@ def test_a_name_speaks_for_one_live_key_at_a_time(service: CopilotService) -> No
     store.create("rep", team="East", name="dup-dana")
     with pytest.raises(StateError, match="already named 'dup-dana'.*copilot keys revoke"):
         store.create("rep", team="West", name="dup-dana")
+    # Names are compared as people read them, and a key's id is no one's name.
+    for lookalike in ("DUP-DANA", "ｄｕｐ-ｄａｎａ"):
+        with pytest.raises(StateError, match="already named 'dup-dana'"):
+            store.create("rep", team="West", name=lookalike)
     first = next(k for k in store.list() if k.name == "dup-dana")
+    with pytest.raises(StateError, match=f"id {first.key_id}"):
+        store.create("rep", team="West", name=first.key_id.upper())
     store.revoke(first.key_id)
     assert store.authenticate(store.create("rep", team="West", name="dup-dana")).team == "West"
 

@@ -396,6 +396,14 @@ def test_outcomes_on_own_team_accounts_only(
         "/v1/outcomes", json={"account_id": "Acme", "result": "draw"}, headers=headers["admin"]
     )
     assert_error(bad, 422, "invalid_request")
+    for number in (1800, "1800"):
+        # A bare number would be read as Unix seconds (1970); it is refused, not guessed.
+        unix = client.post(
+            "/v1/outcomes",
+            json={"account_id": "Acme", "result": "won", "at": number},
+            headers=headers["admin"],
+        )
+        assert unix.status_code == 422, unix.text
     admin = client.post(
         "/v1/outcomes",
         json={"account_id": "Acme", "result": "lost", "at": "2025-03-10T12:00:00Z"},

@@ -62,6 +62,17 @@ class OutcomeIn(StrictBody):
         None, description="When the deal was decided (years 1900-2200); omitted = now."
     )
 
+    @field_validator("at", mode="before")
+    @classmethod
+    def _written_date(cls, value: object) -> object:
+        # pydantic would read 1800 as Unix seconds (1970-01-01T00:30Z): refuse the guess.
+        number = isinstance(value, str) and value.strip().lstrip("+-").replace(".", "", 1).isdigit()
+        if value is not None and (not isinstance(value, str) or number):
+            raise ValueError(
+                "write the time as an ISO 8601 string, e.g. '2025-03-10T12:00:00Z', not a number"
+            )
+        return value
+
     @field_validator("at")
     @classmethod
     def _plausible_at(cls, value: datetime | None) -> datetime | None:
