@@ -284,9 +284,8 @@ class CopilotService:
         from serve.answer import generate_answer, prepare_objection
         from serve.variants import resolve_model
 
-        _require_text(text, "text")
         choice = resolve_model(self, adapter, principal)
-        return generate_answer(self, prepare_objection(self, text, account_id, choice))
+        return generate_answer(self, prepare_objection(self, text, account_id, choice, principal))
 
     def chat(
         self,
@@ -302,7 +301,7 @@ class CopilotService:
         from serve.variants import resolve_model
 
         choice = resolve_model(self, model, principal)
-        return generate_answer(self, prepare_chat(self, messages, account_id, choice))
+        return generate_answer(self, prepare_chat(self, messages, account_id, choice, principal))
 
     # --- inspection --------------------------------------------------------------
 

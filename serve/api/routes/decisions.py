@@ -18,7 +18,7 @@ from fastapi import APIRouter, Header, Query, Response
 from pydantic import BaseModel, Field, field_validator
 
 from copilot.context import plausible_time
-from copilot.decisions import ACTIONS, DECISION_COLUMNS, KINDS, NO_ACTION, Decision
+from copilot.decisions import ACTIONS, DECISION_COLUMNS, KINDS, NO_ACTION, DealOutcome, Decision
 from copilot.exports import csv_bytes
 from serve.api.auth import Caller, check_account, check_team
 from serve.api.deps import Service
@@ -80,42 +80,8 @@ class OutcomeIn(StrictBody):
         return None if value is None else plausible_time(value)
 
 
-class OutcomeOut(BaseModel):
-    result_id: int
-    account_id: str
-    result: str
-    deal_id: str | None
-    at: str
-    recorded_at: str
-    attributed: int = Field(description="Suggestions on the account this result follows.")
-
-
-class DecisionOut(BaseModel):
-    suggestion_id: str
-    time: str
-    kind: str
-    rep_id: str
-    team: str | None
-    account_id: str | None
-    model: str
-    experiment_id: str | None
-    variant: str | None
-    prompt_version: str | None
-    input_text: str
-    proposed: str
-    citations: list[str]
-    action: str | None = Field(description="accepted, edited or rejected; null = no answer yet.")
-    edited_text: str | None
-    reason: str | None
-    feedback_time: str | None
-    deal_result: str | None
-    deal_id: str | None
-    deal_time: str | None
-    deal_result_id: int | None
-
-
 class DecisionsOut(BaseModel):
-    decisions: list[DecisionOut]
+    decisions: list[Decision]
     count: int
     limit: int
     offset: int
@@ -148,8 +114,8 @@ def give_feedback(body: FeedbackIn, service: Service, principal: Caller) -> Feed
     )
 
 
-@router.post("/outcomes", status_code=201, response_model=OutcomeOut)
-def report_outcome(body: OutcomeIn, service: Service, principal: Caller) -> OutcomeOut:
+@router.post("/outcomes", status_code=201, response_model=DealOutcome)
+def report_outcome(body: OutcomeIn, service: Service, principal: Caller) -> DealOutcome:
     """Won or lost on an account of the caller's team; the suggestions made on the account
     since its previous result are attributed to it."""
     # Checked before the lookup: a key kept to a team gets one 403 for an account of
@@ -159,7 +125,7 @@ def report_outcome(body: OutcomeIn, service: Service, principal: Caller) -> Outc
     outcome = service.decisions.record_deal_result(
         body.account_id, body.result, deal_id=body.deal_id, at=body.at
     )
-    return OutcomeOut(**vars(outcome))
+    return outcome
 
 
 @router.get("/decisions", response_model=DecisionsOut)
@@ -213,7 +179,7 @@ def read_decisions(
             headers={"Content-Disposition": 'attachment; filename="decisions.csv"'},
         )
     return DecisionsOut(
-        decisions=[DecisionOut(**r.to_dict()) for r in rows],
+        decisions=rows,
         count=len(rows),
         limit=page,
         offset=offset,
